@@ -10,3 +10,9 @@ class HfAdaptError(Exception):
     """A user-facing error: the message names what is wrong, where, and what to do."""
 
     exit_code = 2
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a library exception, to quote inside a one-line `HfAdaptError`."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

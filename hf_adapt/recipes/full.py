@@ -1,0 +1,16 @@
+"""Full fine-tuning: every weight trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_adapt.config import RecipeConfig, as_config
+from hf_adapt.engine import RunResult, run_recipe
+
+# Applied under the YAML: a recipe file or `key=value` overrides win.
+DEFAULTS = {"adapt": {"strategy": "full"}, "optim": {"learning_rate": 5e-5}}
+
+
+def run(config: RecipeConfig | str | Path) -> RunResult:
+    """Train with every weight updated. `config` is a `RecipeConfig` or a recipe YAML path."""
+    return run_recipe(as_config(config, DEFAULTS))

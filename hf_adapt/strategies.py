@@ -1,0 +1,103 @@
+"""Update strategies: which weights train. `apply_strategy` is the only step where recipes differ.
+
+- full: every weight trains.
+- partial: freeze the embeddings and/or the lowest k encoder layers, or the whole encoder
+  (head only: feature extraction).
+- lora: peft LoRA on the attention projections; the head is fully trained and saved with the
+  adapter (`modules_to_save`), never LoRA-adapted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from hf_adapt.config import AdaptConfig
+from hf_adapt.errors import HfAdaptError
+from hf_adapt.modeling import count_parameters, encoder_layout, lora_targets
+
+
+@dataclass
+class TrainableSummary:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} / {self.total:,} ({self.percent:.2f}%)"
+
+
+def apply_strategy(model: nn.Module, config: AdaptConfig) -> nn.Module:
+    """Set `requires_grad` (or wrap with LoRA) according to the recipe; returns the model to train."""
+    if config.strategy == "full":
+        model.requires_grad_(True)
+        return model
+    if config.strategy == "partial":
+        return apply_partial(model, config)
+    if config.strategy == "lora":
+        return apply_lora(model, config)
+    raise HfAdaptError(f"adapt.strategy must be full, partial or lora, got {config.strategy!r}")
+
+
+def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
+    layout = encoder_layout(model)
+    if config.freeze_layers > layout.num_layers:
+        raise HfAdaptError(f"adapt.freeze_layers is {config.freeze_layers} but the model has "
+                           f"{layout.num_layers} encoder layers; use at most {layout.num_layers} "
+                           f"(or adapt.freeze_encoder: true)")
+    model.requires_grad_(True)
+    frozen: list[nn.Module] = []
+    if config.freeze_encoder:
+        frozen = layout.embeddings + layout.layers
+    else:
+        if config.freeze_embeddings:
+            frozen += layout.embeddings
+        frozen += layout.layers[: config.freeze_layers]
+    for module in frozen:
+        module.requires_grad_(False)
+    return model
+
+
+def apply_lora(model: nn.Module, config: AdaptConfig) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    layout = encoder_layout(model)
+    targets = config.lora_target_modules or lora_targets(model)
+    check_lora_targets(model, targets, layout.head_names)
+    lora_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        # The head is new for the task: train it fully and save it with the adapter.
+        modules_to_save=layout.head_names,
+    )
+    return get_peft_model(model, lora_config)
+
+
+def check_lora_targets(model: nn.Module, targets: list[str], head_names: list[str]) -> None:
+    """Every target must name a Linear in the encoder; none may be (inside) the head."""
+    linear_names = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    suffixes = {name.rsplit(".", 1)[-1] for name in linear_names}
+    missing = [t for t in targets if t not in suffixes and t not in linear_names]
+    if missing:
+        available = ", ".join(sorted(suffixes))
+        raise HfAdaptError(f"adapt.lora_target_modules {missing} not found in the model; "
+                           f"Linear modules it has: {available}")
+    head_linear = {name.rsplit(".", 1)[-1] for name in linear_names
+                   if any(name == h or name.startswith(h + ".") or f".{h}." in f".{name}." for h in head_names)}
+    encoder_linear = {name.rsplit(".", 1)[-1] for name in linear_names} - head_linear
+    in_head = [t for t in targets if t in head_linear and t not in encoder_linear]
+    if in_head:
+        raise HfAdaptError(f"adapt.lora_target_modules {in_head} are in the classifier head, which is trained "
+                           f"fully; target encoder modules such as {', '.join(lora_targets(model))}")
+
+
+def trainable_summary(model: nn.Module) -> TrainableSummary:
+    trainable, total = count_parameters(model)
+    return TrainableSummary(trainable=trainable, total=total)
