@@ -1,0 +1,114 @@
+"""Classification metrics that work offline.
+
+`evaluate.load("accuracy")` downloads the metric script from the Hugging Face Hub, so it fails
+on an air-gapped machine or with `HF_HUB_OFFLINE=1`. hf_adapt ships its own metric modules in
+`hf_adapt/metric_modules/<name>/<name>.py` and loads them by path, which `evaluate` resolves
+locally without touching the network.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import evaluate
+import numpy as np
+from numpy.typing import ArrayLike
+
+from hf_adapt.errors import HfAdaptError
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction
+
+METRIC_NAMES = ("accuracy", "macro_f1", "mcc")
+"""The metrics a recipe can select as its best-checkpoint metric (all: higher is better)."""
+
+_MODULES_DIR = Path(__file__).parent / "metric_modules"
+_MODULE_NAMES = ("accuracy", "f1", "matthews_correlation")
+
+
+@functools.cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """Load one of hf_adapt's bundled `evaluate` metric modules, without network access.
+
+    The module is loaded once per process and cached, since `Trainer` evaluates many times.
+
+    Args:
+        name (`str`):
+            One of `"accuracy"`, `"f1"` or `"matthews_correlation"`.
+
+    Returns:
+        `evaluate.EvaluationModule`: the metric, ready for `.compute(predictions=..., references=...)`.
+
+    Raises:
+        `HfAdaptError`: if `name` is not a bundled metric.
+    """
+    if name not in _MODULE_NAMES:
+        raise HfAdaptError(f"Unknown metric {name!r}; the bundled metrics are: {', '.join(_MODULE_NAMES)}.")
+    # keep_in_memory: without it every compute() writes an Arrow cache file under
+    # ~/.cache/huggingface/evaluate and takes a file lock, for a few hundred integers.
+    return evaluate.load(str(_MODULES_DIR / name), keep_in_memory=True)
+
+
+def compute_classification_metrics(
+    predictions: ArrayLike, references: ArrayLike, id2label: Mapping[int, str]
+) -> dict[str, float]:
+    """Score single-label predictions: accuracy, macro F1, MCC and the F1 of every class.
+
+    `macro_f1` averages over the classes that occur in `references` or `predictions` (the
+    scikit-learn default), so a class missing from a small evaluation split does not drag it
+    down. Its own `f1_<label>` entry still appears, as 0.0, so every run logs the same keys.
+
+    Args:
+        predictions (`ArrayLike`):
+            Predicted class ids, shape `(n,)`.
+        references (`ArrayLike`):
+            Reference class ids, shape `(n,)`.
+        id2label (`Mapping[int, str]`):
+            Class id to label name, e.g. `model.config.id2label`.
+
+    Returns:
+        `dict[str, float]`: `accuracy`, `macro_f1`, `mcc` and `f1_<label>` per label, as plain
+        Python floats.
+    """
+    f1 = load_metric("f1")
+    scores = {
+        "accuracy": load_metric("accuracy").compute(predictions=predictions, references=references)["accuracy"],
+        "macro_f1": f1.compute(predictions=predictions, references=references, average="macro")["f1"],
+        "mcc": load_metric("matthews_correlation").compute(predictions=predictions, references=references)[
+            "matthews_correlation"
+        ],
+    }
+    label_ids = sorted(id2label)
+    # zero_division=0.0: a class absent from both predictions and references has no defined
+    # F1; report 0.0 quietly rather than warn on every evaluation of a small split.
+    per_class = f1.compute(
+        predictions=predictions, references=references, average=None, labels=label_ids, zero_division=0.0
+    )["f1"]
+    scores.update({f"f1_{id2label[i]}": score for i, score in zip(label_ids, per_class)})
+    return {key: float(value) for key, value in scores.items()}
+
+
+def build_compute_metrics(id2label: Mapping[int, str]) -> Callable[[EvalPrediction], dict[str, float]]:
+    """Build the `compute_metrics` function for `transformers.Trainer`.
+
+    Args:
+        id2label (`Mapping[int, str]`):
+            Class id to label name, e.g. `model.config.id2label`.
+
+    Returns:
+        `Callable[[EvalPrediction], dict[str, float]]`: takes the logits and labels of an
+        evaluation pass and returns `compute_classification_metrics` of the argmax predictions.
+    """
+
+    def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        # Models asked for hidden states or attentions return a tuple; the logits come first.
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        predictions = np.argmax(logits, axis=-1)
+        return compute_classification_metrics(predictions, eval_prediction.label_ids, id2label)
+
+    return compute_metrics
