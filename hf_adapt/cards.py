@@ -1,95 +1,135 @@
-"""Model cards: card data from a run's own files, rendered from a Jinja template in `model_cards/`.
+"""Model cards: a typed `CardData` filled from a run's own files, rendered from `model_cards/`.
 
 Every number in a card comes from `metrics.json` and `recipe.yaml` in the output directory;
-nothing is typed by hand. The card is rendered through `huggingface_hub.ModelCard`, so its YAML
-metadata (including `model-index`) is what the Hub reads.
+nothing is typed by hand. The card goes through `huggingface_hub.ModelCard` /
+`ModelCardData`, so its YAML metadata (including the `model-index` with every evaluation
+result) is what the Hub reads.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hf_adapt.modeling import resolve_model_path
+
 # model_cards/ sits at the repo root (a source checkout or editable install) and is installed as
 # hf_adapt/model_cards/ in a wheel (see pyproject.toml).
 TEMPLATE_DIR = next(p for p in (Path(__file__).resolve().parent / "model_cards",
                                 Path(__file__).resolve().parent.parent / "model_cards") if p.is_dir())
-DEFAULT_TEMPLATE = "classifier.md.j2"
-METRIC_NAMES = ("accuracy", "macro_f1", "mcc", "loss")
+TEMPLATE = "classifier.md.j2"  # one template: model and adapter cards differ only in how to load
+# Our metric name -> the Hub's metric type id (used by model-index and the leaderboards).
 METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "mcc": "matthews_correlation", "loss": "loss"}
 
 
-def build_card_data(run: dict[str, Any], recipe: dict[str, Any], repo_id: str | None = None) -> ModelCardData:
-    """YAML metadata of the card, with a `model-index` entry for every split and metric."""
-    name = repo_id or Path(run["output_dir"]).name
-    dataset = run["data"]["sources"].get("train", "")
-    results = [
-        EvalResult(task_type="text-classification", dataset_type=dataset, dataset_name=dataset,
-                   dataset_split=split, metric_type=METRIC_TYPES[metric], metric_name=metric,
-                   metric_value=values[metric])
-        for split, values in run["metrics"].items() for metric in METRIC_NAMES if metric in values
-    ]
-    is_adapter = recipe["adapt"]["strategy"] == "lora" and not recipe["adapt"]["merge_lora"]
-    return ModelCardData(
-        base_model=run["base_model"],
-        library_name="peft" if is_adapter else "transformers",
-        pipeline_tag="text-classification",
-        tags=["hf_adapt", run["strategy"], "text-classification"],
-        metrics=[METRIC_TYPES[m] for m in METRIC_NAMES if m != "loss"],
-        model_name=name,
-        eval_results=results or None,
-    )
+@dataclass
+class CardData:
+    """Everything a card says, from one run. Build it with `CardData.from_output_dir`."""
+
+    name: str
+    base_model: str
+    strategy: str
+    labels: list[str]
+    metrics: dict[str, dict[str, float]]
+    params: dict[str, int]
+    timings: dict[str, float]
+    hardware: dict[str, Any]
+    train: dict[str, Any]
+    data: dict[str, Any]
+    recipe: dict[str, Any]
+    recipe_yaml: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    license: str | None = None
+    repo_id: str | None = None
+    kind: str = "model"  # "model": a plain transformers model; "adapter": a peft LoRA adapter
+
+    @classmethod
+    def from_output_dir(cls, directory: str | Path, *, repo_id: str | None = None,
+                        kind: str | None = None) -> "CardData":
+        directory = Path(directory)
+        run = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+        recipe_text = (directory / "recipe.yaml").read_text(encoding="utf-8")
+        if kind is None:
+            kind = "adapter" if (directory / "adapter_config.json").is_file() else "model"
+        return cls(
+            name=repo_id or Path(run["output_dir"]).name,
+            base_model=run["base_model"], strategy=run["strategy"], labels=run["labels"],
+            metrics=run["metrics"], params=run["params"], timings=run["timings"], hardware=run["hardware"],
+            train=run["train"], data=run["data"], extra=run.get("extra", {}),
+            recipe=yaml.safe_load(recipe_text),
+            recipe_yaml="\n".join(line for line in recipe_text.splitlines() if not line.startswith("#")) + "\n",
+            license=base_model_license(run["base_model"]), repo_id=repo_id, kind=kind,
+        )
+
+    @property
+    def dataset_name(self) -> str:
+        """A Hub dataset id when the run used one, else the name of the data file's folder."""
+        recipe_data = self.recipe["data"]
+        if recipe_data.get("dataset"):
+            return recipe_data["dataset"]
+        return Path(recipe_data["train_file"]).resolve().parent.name
+
+    def to_model_card_data(self) -> ModelCardData:
+        results = [
+            EvalResult(task_type="text-classification", task_name="Text Classification",
+                       dataset_type=self.dataset_name, dataset_name=self.dataset_name, dataset_split=split,
+                       metric_type=METRIC_TYPES[metric], metric_name=metric, metric_value=round(value, 4))
+            for split, values in self.metrics.items() for metric, value in values.items() if metric in METRIC_TYPES
+        ]
+        return ModelCardData(
+            base_model=self.base_model,
+            library_name="peft" if self.kind == "adapter" else "transformers",
+            pipeline_tag="text-classification",
+            datasets=[self.recipe["data"]["dataset"]] if self.recipe["data"].get("dataset") else None,
+            metrics=[METRIC_TYPES[m] for m in ("accuracy", "macro_f1", "mcc")],
+            tags=["hf_adapt", "text-classification", self.strategy] + (["lora"] if self.strategy == "lora" else []),
+            license=self.license,
+            model_name=self.name,
+            eval_results=results or None,
+        )
 
 
-def render_card(directory: str | Path, *, repo_id: str | None = None, template: str = DEFAULT_TEMPLATE) -> ModelCard:
-    """Render the card of an output directory from its metrics.json and recipe.yaml."""
-    directory = Path(directory)
-    run = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-    recipe_text = (directory / "recipe.yaml").read_text(encoding="utf-8")
-    recipe = yaml.safe_load(recipe_text)
-    labels = run["labels"]
+def base_model_license(base_model: str) -> str | None:
+    """The base model's license from its own card, when it is available locally."""
+    card_path = Path(resolve_model_path(base_model)) / "README.md"
+    if not card_path.is_file():
+        return None
+    try:
+        return ModelCard.load(card_path).data.to_dict().get("license")
+    except Exception:  # a malformed third-party card must not break ours
+        return None
+
+
+def render_card(card: CardData) -> ModelCard:
+    """Render a card from the template in model_cards/."""
     return ModelCard.from_template(
-        build_card_data(run, recipe, repo_id),
-        template_path=str(TEMPLATE_DIR / template),
-        model_name=repo_id or Path(run["output_dir"]).name,
-        repo_id=repo_id,
-        base_model=run["base_model"],
-        base_model_url=_model_url(run["base_model"]),
-        strategy=run["strategy"],
-        labels=labels,
-        metric_names=[m for m in METRIC_NAMES if any(m in v for v in run["metrics"].values())],
-        results=run["metrics"],
-        per_class={split: {label: values.get(f"f1_{label}", 0.0) for label in labels}
-                   for split, values in run["metrics"].items()},
-        params=_Attrs(run["params"]),
-        timings=_Attrs(run["timings"]),
-        hardware=_Attrs(run["hardware"]),
-        train=_Attrs(run["train"]),
-        data=_Attrs(run["data"]),
-        recipe_yaml="\n".join(line for line in recipe_text.splitlines() if not line.startswith("#")) + "\n",
-        max_length=recipe["model"]["max_length"],
+        card.to_model_card_data(),
+        template_path=str(TEMPLATE_DIR / TEMPLATE),
+        card=card,
+        model_ref=card.repo_id or "PATH/TO/THIS/FOLDER",
+        base_model_url=card.base_model if Path(card.base_model).exists() else f"https://huggingface.co/{card.base_model}",
+        metric_names=[m for m in ("accuracy", "macro_f1", "mcc", "loss") if any(m in v for v in card.metrics.values())],
+        per_class={split: {label: values.get(f"f1_{label}") for label in card.labels}
+                   for split, values in card.metrics.items()},
+        forgetting=card.extra.get("forgetting"),
+        adapt=card.recipe["adapt"], optim=card.recipe["optim"], train_cfg=card.recipe["train"],
+        model_cfg=card.recipe["model"],
     )
 
 
 def write_model_card(directory: str | Path, *, repo_id: str | None = None) -> Path:
-    path = Path(directory) / "README.md"
-    render_card(directory, repo_id=repo_id).save(path)
+    """Write README.md into an output directory (and into its `adapter/` folder, if any)."""
+    directory = Path(directory)
+    card = CardData.from_output_dir(directory, repo_id=repo_id)
+    path = directory / "README.md"
+    render_card(card).save(path)
+    adapter_dir = directory / "adapter"
+    if (adapter_dir / "adapter_config.json").is_file():
+        adapter_card = CardData.from_output_dir(directory, repo_id=repo_id, kind="adapter")
+        render_card(adapter_card).save(adapter_dir / "README.md")
     return path
-
-
-def _model_url(base_model: str) -> str:
-    return base_model if Path(base_model).exists() else f"https://huggingface.co/{base_model}"
-
-
-class _Attrs(dict):
-    """A dict whose keys read as attributes in the template (`params.trainable`)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from hf_adapt.errors import HfAdaptError
 
 # Modules that add their own subcommand through `add_cli(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("hf_adapt.hub",)
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:

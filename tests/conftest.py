@@ -57,9 +57,8 @@ def make_tokenizer(directory: Path, family: str = "bert") -> BertTokenizerFast:
     """A WordPiece tokenizer over VOCAB (every family can read its ids; DistilBERT and RoBERTa
     take no token_type_ids)."""
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5 ignores `vocab_file=` here (every word would become [UNK]): pass the dict.
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
     if family in ("distilbert", "roberta", "deberta-v2"):
         tokenizer.model_input_names = ["input_ids", "attention_mask"]
     return tokenizer

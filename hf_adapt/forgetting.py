@@ -1,0 +1,681 @@
+"""The forgetting meter: how much of what a pretrained encoder knew survives fine-tuning.
+
+Two measurements, both between a BASE model (before) and an ADAPTED model (after):
+
+- **Representation drift**: linear CKA (Kornblith et al., 2019, "Similarity of Neural Network
+  Representations Revisited") between the two encoders' mean-pooled sentence vectors at every
+  layer (the embedding output, then each encoder layer). 1.0 means the layer is unchanged up to
+  rotation and scale.
+- **Retention on a probe** (a CSV whose header picks the kind):
+  `sentence1,sentence2,score` is an STS probe (Spearman between the cosine of mean-pooled
+  embeddings and the gold score); `text,label` is a labelled probe (accuracy of two
+  sequence-classification models, mapped through each model's `config.id2label`).
+
+Example:
+
+```python
+>>> report = measure_forgetting("base-model-dir", "runs/sst2-full", "data/stsb/validation.csv")
+>>> report.retention, report.layer_cka[-1]
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from hf_adapt.errors import HfAdaptError, first_line
+from hf_adapt.modeling import resolve_model_path
+
+STS_COLUMNS = ("sentence1", "sentence2", "score")
+LABELLED_COLUMNS = ("text", "label")
+MAX_CKA_TEXTS = 1_000  # CKA needs many more texts than hidden units; 1,000 is stable and quick
+ADAPTER_CONFIG = "adapter_config.json"  # the file that marks a peft adapter directory
+
+ModelSpec = str | Path | tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+# --------------------------------------------------------------------------------------------
+# Representation similarity
+# --------------------------------------------------------------------------------------------
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Centered linear CKA between two representations of the same examples.
+
+    CKA(X, Y) = ||Yᵀ X||²_F / (||Xᵀ X||_F · ||Yᵀ Y||_F) on column-centred X, Y. It is 1.0 for
+    representations equal up to an orthogonal transform and isotropic scaling, and falls
+    towards 0 as they diverge.
+
+    Args:
+        x (`np.ndarray` of shape `(n_examples, dim_x)`): first representation.
+        y (`np.ndarray` of shape `(n_examples, dim_y)`): second representation, same rows.
+
+    Returns:
+        `float`: CKA in [0, 1]; NaN when either representation is constant across examples
+        (CKA is undefined there).
+
+    Raises:
+        `ValueError`: if the inputs are not 2-D or have different numbers of rows.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear_cka needs two 2-D arrays with the same rows, got {x.shape} and {y.shape}")
+    x = _center_and_normalise(x)
+    y = _center_and_normalise(y)
+    if x is None or y is None:
+        return float("nan")
+    cross = np.linalg.norm(y.T @ x) ** 2
+    cka = cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+    # Cauchy-Schwarz bounds CKA by 1; clipping only removes float round-off like 1 + 2e-16.
+    return float(min(cka, 1.0))
+
+
+def _center_and_normalise(x: np.ndarray) -> np.ndarray | None:
+    """Centre columns, then scale to unit Frobenius norm (None if the rows are all equal)."""
+    raw_norm = np.linalg.norm(x)
+    x = x - x.mean(axis=0, keepdims=True)
+    norm = np.linalg.norm(x)
+    # Relative test: centring a constant matrix leaves round-off noise, not an exact zero.
+    if norm <= 1e-12 * max(raw_norm, 1e-300):
+        return None
+    # CKA is scale-invariant; unit norm keeps the fourth powers of large activations in range.
+    return x / norm
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_encoder(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the encoder of a model for measurement, in eval mode without gradients.
+
+    Args:
+        path_or_model (`str`, `Path` or `tuple(PreTrainedModel, PreTrainedTokenizerBase)`):
+            - a directory or Hub id of a plain encoder, or of a fine-tuned sequence-classification
+              model (`AutoModel.from_pretrained` loads the encoder and drops the head);
+            - a peft adapter directory (it holds `adapter_config.json`): its base model is loaded,
+              the adapter merged into it, and the merged encoder returned;
+            - an already-loaded `(model, tokenizer)` pair: passed through, a task model being
+              unwrapped to its encoder (`model.base_model`). The model is switched to eval mode
+              (call `.train()` to resume training); its `requires_grad` flags are left alone.
+
+    Returns:
+        `tuple(PreTrainedModel, PreTrainedTokenizerBase)`: the encoder and its tokenizer.
+
+    Raises:
+        `HfAdaptError`: if the path does not exist, cannot be loaded, or lacks encoder weights.
+    """
+    if isinstance(path_or_model, tuple):
+        model, tokenizer = path_or_model
+        return model.base_model.eval(), tokenizer
+    source = _resolve_source(path_or_model)
+    if _is_adapter_dir(source):
+        model, tokenizer = _load_merged_adapter(Path(source), need_head=False)
+        return model.base_model, tokenizer
+    model = _from_pretrained(AutoModel, source, need_head=False)
+    return model, _load_tokenizer(source)
+
+
+def load_classifier(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a sequence-classification model (head included), in eval mode without gradients.
+
+    Args:
+        path_or_model (`str`, `Path` or `tuple(PreTrainedModel, PreTrainedTokenizerBase)`):
+            a saved classifier directory or Hub id, a peft adapter directory with
+            `task_type="SEQ_CLS"` (merged into its base; a `config.json` beside the adapter
+            supplies the label names), or a loaded `(model, tokenizer)` pair.
+
+    Returns:
+        `tuple(PreTrainedModel, PreTrainedTokenizerBase)`: the classifier and its tokenizer.
+
+    Raises:
+        `HfAdaptError`: if the model has no trained classification head.
+    """
+    if isinstance(path_or_model, tuple):
+        model, tokenizer = path_or_model
+        if model.base_model is model:
+            raise HfAdaptError(
+                f"{type(model).__name__} has no classification head; a labelled probe needs "
+                "sequence-classification models for BASE and ADAPTED"
+            )
+        return model.eval(), tokenizer
+    source = _resolve_source(path_or_model)
+    if _is_adapter_dir(source):
+        return _load_merged_adapter(Path(source), need_head=True)
+    model = _from_pretrained(AutoModelForSequenceClassification, source, need_head=True)
+    return model, _load_tokenizer(source)
+
+
+def _resolve_source(spec: str | Path) -> str:
+    """Return an existing local path, or a Hub id (packaged models mapped to their folder)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path)
+    # Only a bare "org/name" can be a Hub id; anything path-like that is missing is a typo, and
+    # failing now beats minutes of offline Hub retries.
+    if isinstance(spec, Path) or str(spec).startswith(("/", ".", "~")) or str(spec).count("/") > 1:
+        raise HfAdaptError(f"model path {spec} does not exist; pass a saved model directory or a Hub id")
+    return resolve_model_path(str(spec))  # a Hub id whose weights ship in a package loads offline
+
+
+def _is_adapter_dir(source: str) -> bool:
+    """A peft adapter directory; one with a merged model.safetensors too is loaded as a model."""
+    # Same rule as `modeling.load_trained`: hf_adapt may save the merged model beside the adapter.
+    directory = Path(source)
+    return (directory / ADAPTER_CONFIG).is_file() and not (directory / "model.safetensors").is_file()
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' load report and progress bar; the caller checks the keys itself.
+
+    The report always lists the head as unexpected when `AutoModel` strips it, which is what we
+    want, so users would only learn to ignore it; missing encoder weights are checked instead.
+    """
+    verbosity = hf_logging.get_verbosity()
+    bar_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(auto_cls: type, source: str, *, need_head: bool, **kwargs: Any) -> PreTrainedModel:
+    """`auto_cls.from_pretrained` in eval mode, refusing randomly initialised weights we use."""
+    try:
+        with _quiet_loading():
+            model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"could not load model {source!r}: {first_line(err)}") from err
+    encoder_keys = set(model.base_model.state_dict())
+    prefix = f"{model.base_model_prefix}."
+    in_encoder = [k for k in info["missing_keys"] if k.removeprefix(prefix) in encoder_keys]
+    # The pooler is never used (we mean-pool), and some task checkpoints (RoBERTa) do not keep it.
+    missing_encoder = sorted(k for k in in_encoder if "pooler" not in k)
+    missing_head = sorted(set(info["missing_keys"]) - set(in_encoder))
+    if missing_encoder:
+        raise HfAdaptError(
+            f"{source}: encoder weights missing from the checkpoint (e.g. {missing_encoder[0]}); "
+            "pass a trained model directory"
+        )
+    if need_head and missing_head:
+        raise HfAdaptError(
+            f"{source}: no trained classification head (missing {missing_head[0]}); a labelled "
+            "probe needs fine-tuned sequence-classification models for BASE and ADAPTED"
+        )
+    return model.eval().requires_grad_(False)
+
+
+def _load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
+    """Load the tokenizer saved with a model, as a one-line `HfAdaptError` on failure."""
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"could not load a tokenizer from {source}: save it with the model") from err
+
+
+def _load_merged_adapter(
+    adapter_dir: Path, *, need_head: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a peft adapter's base model, merge the adapter into it, and return the result."""
+    from peft import PeftConfig, PeftModel  # imported here: only adapter directories need peft
+
+    peft_config = PeftConfig.from_pretrained(str(adapter_dir))
+    base_id = peft_config.base_model_name_or_path
+    if not base_id:
+        raise HfAdaptError(
+            f"{adapter_dir / ADAPTER_CONFIG}: base_model_name_or_path is empty; set it to the base "
+            "model's directory or Hub id"
+        )
+    is_classifier = str(peft_config.task_type) == "SEQ_CLS"
+    if need_head and not is_classifier:
+        raise HfAdaptError(
+            f"{adapter_dir / ADAPTER_CONFIG}: task_type is {peft_config.task_type}, but a labelled "
+            "probe needs a sequence-classification adapter (task_type SEQ_CLS)"
+        )
+    # SEQ_CLS adapters key their weights under the task model ("bert.encoder..."), so the base
+    # must be built as that task model, or the LoRA weights silently fail to attach.
+    auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModel
+    kwargs: dict[str, Any] = {}
+    if (adapter_dir / "config.json").is_file():  # the fine-tuned config carries the label names
+        kwargs["config"] = AutoConfig.from_pretrained(str(adapter_dir))
+    base_source = _resolve_source(base_id)
+    base = _from_pretrained(auto_cls, base_source, need_head=False, **kwargs)
+    with warnings.catch_warnings():
+        # peft only warns when adapter weights do not match the model; measuring the bare base
+        # model instead would report "no forgetting" for the wrong reason.
+        warnings.filterwarnings("error", message=".*Found missing adapter keys")
+        # ...and it warns about a head of another size, which the encoder does not use.
+        warnings.filterwarnings("ignore", message=".*are being ignored because you passed `ignore_mismatched_sizes")
+        try:
+            # A head of another size only matters when we evaluate with it.
+            merged = PeftModel.from_pretrained(base, str(adapter_dir), ignore_mismatched_sizes=not need_head)
+        except UserWarning as err:  # its message lists every missing key: too long for one line
+            raise HfAdaptError(
+                f"{adapter_dir}: the adapter's weights do not attach to base model {base_id}; check "
+                "base_model_name_or_path in adapter_config.json"
+            ) from err
+        except RuntimeError as err:  # a head-size mismatch when the head is needed
+            raise HfAdaptError(
+                f"{adapter_dir}: the adapter's classification head does not fit {base_id}; save the "
+                "fine-tuned config.json (with id2label) beside the adapter"
+            ) from err
+    model = merged.merge_and_unload().eval().requires_grad_(False)
+    has_tokenizer = any((adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    return model, _load_tokenizer(adapter_dir if has_tokenizer else base_source)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding and prediction
+# --------------------------------------------------------------------------------------------
+
+
+def _length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Yield index batches, longest texts first, so each batch pads to similar lengths.
+
+    Character length is a close, free proxy for token length. Longest-first makes an
+    out-of-memory failure happen on the first batch rather than the last.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average token vectors over real tokens only (padding has weight 0)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def embed_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    all_layers: bool = False,
+) -> np.ndarray | list[np.ndarray]:
+    """Mean-pooled (attention-mask weighted) sentence embeddings.
+
+    Args:
+        model (`PreTrainedModel`): an encoder, or a task model (its `base_model` is used).
+        tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer.
+        texts (`Sequence[str]`): the texts, in the order the rows of the result follow.
+        batch_size (`int`, *optional*, defaults to 64): texts per forward pass.
+        max_length (`int`, *optional*, defaults to 128): longer texts are truncated (in tokens).
+        all_layers (`bool`, *optional*, defaults to `False`): return one array per layer
+            (embedding output first, then each encoder layer) instead of the last layer only.
+
+    Returns:
+        `np.ndarray` of shape `(len(texts), hidden_size)`, float32; or a `list` of such arrays,
+        one per layer, when `all_layers=True`.
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("embed_texts needs at least one text")
+    encoder = model.base_model.eval()
+    layers_out: list[np.ndarray] = []
+    for indices in _length_sorted_batches(texts, batch_size):
+        batch = _tokenize(tokenizer, [texts[i] for i in indices], max_length, encoder.device)
+        with torch.inference_mode():
+            output = encoder(**batch, output_hidden_states=all_layers)
+        hidden_states = output.hidden_states if all_layers else (output.last_hidden_state,)
+        if not layers_out:
+            layers_out = [np.empty((len(texts), h.shape[-1]), dtype=np.float32) for h in hidden_states]
+        for store, hidden in zip(layers_out, hidden_states):
+            # Writing rows back at their indices restores the caller's order.
+            store[indices] = _mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+    return layers_out if all_layers else layers_out[0]
+
+
+def _predict_label_ids(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int, max_length: int
+) -> np.ndarray:
+    """Argmax class ids of a sequence-classification model, in the order of `texts`."""
+    predictions = np.empty(len(texts), dtype=np.int64)
+    for indices in _length_sorted_batches(texts, batch_size):
+        batch = _tokenize(tokenizer, [texts[i] for i in indices], max_length, model.device)
+        with torch.inference_mode():
+            logits = model(**batch).logits
+        predictions[indices] = logits.argmax(dim=-1).cpu().numpy()
+    return predictions
+
+
+def layer_drift(base: ModelSpec, adapted: ModelSpec, texts: Sequence[str], **kwargs: Any) -> list[float]:
+    """Linear CKA between two encoders at every layer, on mean-pooled sentence vectors.
+
+    Args:
+        base (`str`, `Path` or `tuple`): the model before adaptation (anything `load_encoder` takes).
+        adapted (`str`, `Path` or `tuple`): the model after adaptation.
+        texts (`Sequence[str]`): probe texts; use many more texts than the hidden size, as CKA on
+            few examples is biased towards 1.
+        **kwargs: `batch_size` and `max_length`, passed to `embed_texts`.
+
+    Returns:
+        `list[float]`: one CKA per layer, index 0 being the embedding output; 1.0 = unchanged.
+
+    Raises:
+        `HfAdaptError`: if the two encoders have different numbers of layers.
+    """
+    base_layers = embed_texts(*load_encoder(base), texts, all_layers=True, **kwargs)
+    adapted_layers = embed_texts(*load_encoder(adapted), texts, all_layers=True, **kwargs)
+    if len(base_layers) != len(adapted_layers):
+        raise HfAdaptError(
+            f"BASE has {len(base_layers) - 1} layers and ADAPTED {len(adapted_layers) - 1}; layer "
+            "drift compares a model with its own fine-tuned copy, so pass models of the same architecture"
+        )
+    return [linear_cka(x, y) for x, y in zip(base_layers, adapted_layers)]
+
+
+# --------------------------------------------------------------------------------------------
+# Probes
+# --------------------------------------------------------------------------------------------
+
+
+def detect_probe_kind(probe: str | Path) -> str:
+    """Tell the probe kind from the CSV header: `"sts"` or `"labelled"`.
+
+    Extra columns are allowed (e.g. the `group` column of grouped datasets).
+
+    Raises:
+        `HfAdaptError`: if the file is missing or its header fits neither kind.
+    """
+    columns = _read_header(Path(probe))
+    if set(STS_COLUMNS) <= set(columns):
+        return "sts"
+    if set(LABELLED_COLUMNS) <= set(columns):
+        return "labelled"
+    raise HfAdaptError(
+        f"{probe}: probe columns {','.join(columns) or '(none)'} fit no probe kind; expected "
+        f"{','.join(STS_COLUMNS)} (STS pairs) or {','.join(LABELLED_COLUMNS)} (labelled examples)"
+    )
+
+
+def _read_header(path: Path) -> list[str]:
+    if not path.is_file():
+        raise HfAdaptError(f"probe file {path} does not exist; pass a CSV file with --probe")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return [column.strip() for column in next(csv.reader(handle), [])]
+
+
+def _read_rows(path: Path, columns: Sequence[str], max_rows: int | None) -> list[dict[str, str]]:
+    """Read the first `max_rows` rows of a probe CSV after checking its columns."""
+    if max_rows is not None and max_rows < 1:
+        raise HfAdaptError(f"max_rows must be a positive integer, got {max_rows}")
+    header = _read_header(path)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise HfAdaptError(f"{path}: column {missing[0]} is missing (found {','.join(header)}); expected {','.join(columns)}")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, fieldnames=header)  # stripped names, not the raw ones
+        next(reader)  # the header row itself
+        rows = list(itertools.islice(reader, max_rows))
+    if not rows:
+        raise HfAdaptError(f"{path}: the probe has a header but no rows; add examples")
+    return rows
+
+
+def read_sts_pairs(pairs_csv: str | Path, max_rows: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """Read `sentence1`, `sentence2` and float `score` columns of an STS CSV."""
+    path = Path(pairs_csv)
+    rows = _read_rows(path, STS_COLUMNS, max_rows)
+    scores = np.empty(len(rows), dtype=np.float64)
+    for line, row in enumerate(rows, start=2):
+        try:
+            scores[line - 2] = float(row["score"])
+        except (TypeError, ValueError):
+            raise HfAdaptError(f"{path}, line {line}: score {row['score']!r} is not a number; fix the row") from None
+    return [r["sentence1"] or "" for r in rows], [r["sentence2"] or "" for r in rows], scores
+
+
+def read_labelled_examples(labelled_csv: str | Path, max_rows: int | None = None) -> tuple[list[str], list[str]]:
+    """Read the `text` and `label` (string) columns of a labelled CSV."""
+    rows = _read_rows(Path(labelled_csv), LABELLED_COLUMNS, max_rows)
+    return [r["text"] or "" for r in rows], [r["label"] or "" for r in rows]
+
+
+def sts_spearman(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs_csv: str | Path,
+    max_rows: int | None = None,
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> float:
+    """Spearman correlation between embedding cosine similarity and gold STS scores.
+
+    Both sentences are embedded by mean pooling over the last hidden state (as
+    sentence-transformers does; its extra L2 normalisation does not change a cosine).
+
+    Args:
+        model (`PreTrainedModel`): an encoder (or a task model, whose encoder is used).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        pairs_csv (`str` or `Path`): CSV with columns `sentence1,sentence2,score`.
+        max_rows (`int`, *optional*): use only the first `max_rows` pairs.
+        batch_size (`int`, *optional*, defaults to 64): texts per forward pass.
+        max_length (`int`, *optional*, defaults to 128): truncation length in tokens.
+
+    Returns:
+        `float`: Spearman's rho (NaN if the similarities or the scores are constant).
+    """
+    first, second, scores = read_sts_pairs(pairs_csv, max_rows)
+    # One call for both columns lets length-sorting pack them into fewer, tighter batches.
+    embeddings = embed_texts(model, tokenizer, first + second, batch_size=batch_size, max_length=max_length)
+    a = embeddings[: len(first)].astype(np.float64)
+    b = embeddings[len(first) :].astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    cosine = (a * b).sum(axis=1) / norms
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on constant input; NaN already says it
+        return float(spearmanr(cosine, scores).statistic)
+
+
+def labelled_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    labelled_csv: str | Path,
+    max_rows: int | None = None,
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> float:
+    """Accuracy of a sequence-classification model on a `text,label` CSV.
+
+    Label strings are mapped to class ids through `model.config.id2label`.
+
+    Raises:
+        `HfAdaptError`: if a label of the probe is not one of the model's labels.
+    """
+    texts, labels = read_labelled_examples(labelled_csv, max_rows)
+    label_to_id = {name: int(i) for i, name in model.config.id2label.items()}
+    unknown = sorted(set(labels) - set(label_to_id))
+    if unknown:
+        raise HfAdaptError(
+            f"{labelled_csv}: label {unknown[0]!r} is unknown to model {model.config.name_or_path or type(model).__name__} "
+            f"(its id2label has {', '.join(map(repr, label_to_id))}); use a probe with the model's labels"
+        )
+    predicted = _predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    gold = np.array([label_to_id[label] for label in labels])
+    return float((predicted == gold).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ForgettingReport:
+    """How much a probe's score and the encoder's representations changed with adaptation.
+
+    Args:
+        probe (`str`): the probe file.
+        probe_kind (`str`): `"sts"` or `"labelled"`.
+        metric (`str`): `"spearman"` (STS) or `"accuracy"` (labelled).
+        before (`float`): the metric for BASE.
+        after (`float`): the metric for ADAPTED.
+        retention (`float`): `after / before` (NaN when `before` is 0).
+        delta (`float`): `after - before`.
+        layer_cka (`list[float]`): linear CKA per layer, index 0 = embedding output.
+        num_probe_texts (`int`): probe rows evaluated (pairs or examples); CKA uses the first
+            `min(num_probe_texts, 1000)` texts (`sentence1` for STS).
+    """
+
+    probe: str
+    probe_kind: str
+    metric: str
+    before: float
+    after: float
+    retention: float
+    delta: float
+    layer_cka: list[float]
+    num_probe_texts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; NaN becomes `None`, since JSON has no NaN."""
+        return {key: _json_safe(value) for key, value in asdict(self).items()}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def measure_forgetting(
+    base: ModelSpec,
+    adapted: ModelSpec,
+    probe: str | Path,
+    *,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+) -> ForgettingReport:
+    """Measure retention on a probe and per-layer representation drift from BASE to ADAPTED.
+
+    Args:
+        base (`str`, `Path` or `tuple`): the model before adaptation. For a labelled probe it
+            must be a sequence-classification model (its accuracy is the "before").
+        adapted (`str`, `Path` or `tuple`): the model after adaptation (a path, a peft adapter
+            directory, or a loaded `(model, tokenizer)` pair).
+        probe (`str` or `Path`): an STS CSV (`sentence1,sentence2,score`) or a labelled CSV
+            (`text,label`); the header decides which.
+        max_rows (`int`, *optional*): use only the first `max_rows` probe rows.
+        batch_size (`int`, *optional*, defaults to 64): texts per forward pass.
+
+    Returns:
+        [`ForgettingReport`]
+    """
+    kind = detect_probe_kind(probe)
+    if kind == "sts":
+        base_pair, adapted_pair = load_encoder(base), load_encoder(adapted)
+        score, metric = sts_spearman, "spearman"
+        texts = read_sts_pairs(probe, max_rows)[0]
+    else:
+        base_pair, adapted_pair = load_classifier(base), load_classifier(adapted)
+        score, metric = labelled_accuracy, "accuracy"
+        texts = read_labelled_examples(probe, max_rows)[0]
+    before = score(*base_pair, probe, max_rows, batch_size=batch_size)
+    after = score(*adapted_pair, probe, max_rows, batch_size=batch_size)
+    return ForgettingReport(
+        probe=str(probe),
+        probe_kind=kind,
+        metric=metric,
+        before=before,
+        after=after,
+        retention=after / before if before else float("nan"),
+        delta=after - before,
+        layer_cka=layer_drift(base_pair, adapted_pair, texts[:MAX_CKA_TEXTS], batch_size=batch_size),
+        num_probe_texts=len(texts),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: hf-adapt forgetting BASE ADAPTED --probe FILE
+# --------------------------------------------------------------------------------------------
+
+
+def render_report(report: ForgettingReport) -> str:
+    """A readable table: the probe metric before/after, then CKA per layer."""
+    lines = [
+        f"Probe: {report.probe} ({report.probe_kind}, {report.num_probe_texts} rows)",
+        "",
+        f"{'metric':<10} {'before':>8} {'after':>8} {'retention':>10} {'delta':>8}",
+        f"{report.metric:<10} {report.before:>8.4f} {report.after:>8.4f} "
+        f"{report.retention:>10.1%} {report.delta:>+8.4f}",
+        "",
+        f"Representation drift (linear CKA with BASE, 1.0 = unchanged; "
+        f"{min(report.num_probe_texts, MAX_CKA_TEXTS)} texts)",
+        f"{'layer':<10} {'CKA':>8}",
+    ]
+    for index, cka in enumerate(report.layer_cka):
+        lines.append(f"{'embeddings' if index == 0 else index:<10} {cka:>8.4f}")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `hf-adapt forgetting BASE ADAPTED --probe FILE [--max-rows N] [--json OUT]`."""
+    parser = subparsers.add_parser(
+        "forgetting",
+        help="measure what fine-tuning changed: probe retention and per-layer CKA drift",
+        description="Compare BASE (before) and ADAPTED (after) on a probe CSV: sentence1,sentence2,score "
+        "(STS Spearman) or text,label (classification accuracy), plus linear CKA per layer.",
+    )
+    parser.add_argument("base", metavar="BASE", help="model before adaptation: directory or Hub id")
+    parser.add_argument("adapted", metavar="ADAPTED", help="model after adaptation: directory, adapter directory or Hub id")
+    parser.add_argument("--probe", required=True, metavar="FILE", help="probe CSV (sts or labelled, from its header)")
+    parser.add_argument("--max-rows", type=int, default=None, metavar="N", help="use only the first N probe rows")
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the `forgetting` subcommand: print the table, optionally write JSON; return 0."""
+    report = measure_forgetting(args.base, args.adapted, args.probe, max_rows=args.max_rows)
+    print(render_report(report))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"\nWrote {out}")
+    return 0
