@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from hf_adapt.errors import HfAdaptError
 
 # Modules that add their own subcommand through `add_cli(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ("hf_adapt.hub",)
+COMMAND_MODULES: tuple[str, ...] = ("hf_adapt.hub", "hf_adapt.forgetting", "hf_adapt.groupwise", "hf_adapt.compare",
+                                      "hf_adapt.bench")
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -136,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"hf-adapt: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("hf-adapt: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a training run stopped by Ctrl-C says where its checkpoint is
+        print(f"hf-adapt: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
 
 

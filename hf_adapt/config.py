@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ class ModelConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the Hub repo. Off: it executes arbitrary code."}
     )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "An earlier hf_adapt output directory to continue from on new data (its weights, and "
+                          "its head when the labels match; a changed label set gets a fresh head)."},
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Random weights with the model's architecture and tokenizer (the 'retrain from "
+                          "scratch' baseline); strategy full only."},
+    )
 
 
 @dataclass
@@ -48,6 +59,10 @@ class DataConfig:
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for pairs."})
     label_column: str = field(default="label", metadata={"help": "Column holding string or int labels."})
+    group_column: str | None = field(
+        default=None, metadata={"help": "Column naming each row's group (domain, client, ...), kept as `group`; "
+                                        "`hf-adapt groupwise` trains per group."},
+    )
     validation_fraction: float = field(
         default=0.1, metadata={"help": "Share of train carved out as validation when none is given."}
     )
@@ -75,6 +90,21 @@ class AdaptConfig:
         default=True,
         metadata={"help": "lora: save a merged plain transformers model (the adapter is kept in adapter/). "
                           "False: the output is the adapter alone."},
+    )
+    # controls against forgetting (hf_adapt.controls); all compose with optim.layer_decay
+    l2sp: float = field(
+        default=0.0,
+        metadata={"help": "L2-SP coefficient alpha of alpha/2 * ||w - w0||^2, pulling encoder weights back to their "
+                          "pretrained values (LoRA: ||scale * B @ A||^2). 0 = off; try 0.01-1."},
+    )
+    gradual_unfreeze: int = field(
+        default=0,
+        metadata={"help": "Gradual unfreezing (ULMFiT): the head trains alone, then one more encoder layer from the "
+                          "top every N steps/epochs, the embeddings last. 0 = off."},
+    )
+    gradual_unfreeze_unit: str = field(default="steps", metadata={"help": "steps | epochs: the unit of gradual_unfreeze."})
+    reinit_top_layers: int = field(
+        default=0, metadata={"help": "Re-initialise the top k encoder layers before training (full/partial)."}
     )
 
 
@@ -110,6 +140,16 @@ class TrainConfig:
     group_by_length: bool = field(
         default=True, metadata={"help": "Batch texts of similar length together: less padding, faster."}
     )
+    cache_frozen: bool = field(
+        default=True,
+        metadata={"help": "partial: compute the frozen embeddings + layers once (no dropout there) and train the "
+                          "layers above on the stored states; freeze_encoder trains the head on cached features."},
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads per process for torch; null = one per core, divided among the processes "
+                          "of a multi-process CPU launch."},
+    )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     tensorboard: bool = field(default=False, metadata={"help": "Write TensorBoard logs to OUTPUT_DIR/runs."})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (GPU)."})
@@ -131,6 +171,32 @@ class HubConfig:
 
 
 @dataclass
+class GroupwiseConfig:
+    """`hf-adapt groupwise`: stage 1 trains on every group, stage 2 specialises one model per group."""
+
+    groups: list[str] | None = field(default=None, metadata={"help": "Groups to specialise on; default every group in train."})
+    max_train_per_group: int | None = field(
+        default=None, metadata={"help": "Seeded subset of train rows per group; stage 1 trains on their union."}
+    )
+    stage2_epochs: float | None = field(default=None, metadata={"help": "Per-group training epochs; default train.epochs."})
+    stage2_learning_rate: float | None = field(
+        default=None, metadata={"help": "Per-group learning rate; default optim.learning_rate."}
+    )
+
+
+@dataclass
+class ForgettingConfig:
+    """The forgetting meter at the end of every run (hf_adapt.forgetting; results in metrics.json)."""
+
+    probe: str | None = field(
+        default=None,
+        metadata={"help": "CSV probe: sentence1,sentence2,score (STS Spearman of the encoder) or text,label (old-task "
+                          "accuracy; needs model.init_from). Null = no measurement."},
+    )
+    max_rows: int | None = field(default=None, metadata={"help": "Use only the first N probe rows (faster)."})
+
+
+@dataclass
 class RecipeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -138,6 +204,8 @@ class RecipeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    groupwise: GroupwiseConfig = field(default_factory=GroupwiseConfig)
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
     source: str = field(default="<config>", metadata={"help": "Where the config came from (not a YAML key)."})
 
     def to_dict(self) -> dict[str, Any]:
@@ -371,6 +439,7 @@ def validate(config: RecipeConfig) -> list[str]:
     check(t.mixed_precision in ("no", "bf16", "fp16"),
           f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
     check(t.save_total_limit > 0, f"train.save_total_limit must be > 0, got {t.save_total_limit}")
+    check(t.threads is None or t.threads > 0, f"train.threads must be > 0 or null, got {t.threads}")
     check(bool(t.output_dir), "train.output_dir must not be empty")
     check(h.to in ("local", "hub"), f"hub.to must be local or hub, got {h.to!r}")
     check(h.what in ("auto", "model", "adapter"), f"hub.what must be auto, model or adapter, got {h.what!r}")
@@ -378,6 +447,93 @@ def validate(config: RecipeConfig) -> list[str]:
     check(h.repo_id is None or h.repo_id.count("/") == 1,
           f"hub.repo_id must look like ORG/NAME, got {h.repo_id!r}")
     check(h.what != "adapter" or a.strategy == "lora", "hub.what 'adapter' needs adapt.strategy 'lora'")
+    check(not m.from_scratch or a.strategy == "full",
+          f"model.from_scratch trains random weights, so it needs adapt.strategy 'full', got {a.strategy!r}")
+    errors.extend(validate_groupwise(config))
+    errors.extend(validate_controls(config))
+    return errors
+
+
+def validate_controls(config: RecipeConfig) -> list[str]:
+    """Checks of the controls against forgetting, `model.init_from` and the `forgetting` probe."""
+    m, a, f = config.model, config.adapt, config.forgetting
+    errors = []
+    if a.l2sp < 0:
+        errors.append(f"adapt.l2sp must be >= 0, got {a.l2sp}")
+    if a.gradual_unfreeze < 0:
+        errors.append(f"adapt.gradual_unfreeze must be >= 0 (0 = off), got {a.gradual_unfreeze}")
+    if a.gradual_unfreeze_unit not in ("steps", "epochs"):
+        errors.append(f"adapt.gradual_unfreeze_unit must be steps or epochs, got {a.gradual_unfreeze_unit!r}")
+    if a.reinit_top_layers < 0:
+        errors.append(f"adapt.reinit_top_layers must be >= 0, got {a.reinit_top_layers}")
+    if a.reinit_top_layers and a.strategy == "lora":
+        errors.append("adapt.reinit_top_layers does not fit strategy 'lora': LoRA keeps the re-initialised weights "
+                      "frozen at random values; use strategy full or partial")
+    if a.strategy == "partial" and a.freeze_encoder:
+        used = [k for k in ("l2sp", "gradual_unfreeze", "reinit_top_layers") if getattr(a, k)]
+        if used:
+            errors.append(f"adapt.{', adapt.'.join(used)} act on encoder weights that train, but adapt.freeze_encoder "
+                          f"freezes them all; drop them or unfreeze part of the encoder")
+    if m.init_from is not None:
+        errors.extend(_check_init_from(m))
+        if a.strategy == "lora" and not a.merge_lora:
+            errors.append("model.init_from with strategy 'lora' needs adapt.merge_lora: true: an adapter alone would "
+                          "depend on the init_from directory's weights staying in place")
+    if f.max_rows is not None and f.max_rows <= 0:
+        errors.append(f"forgetting.max_rows must be > 0 or null, got {f.max_rows}")
+    if f.probe is not None:
+        errors.extend(_check_probe(f.probe, m.init_from))
+    return errors
+
+
+def _check_init_from(m: ModelConfig) -> list[str]:
+    directory = Path(m.init_from)
+    if not ((directory / "config.json").is_file() and any(
+            (directory / name).is_file() for name in ("model.safetensors", "adapter_config.json"))):
+        return [f"model.init_from {m.init_from} is not an hf_adapt output directory (no config.json with "
+                f"model.safetensors or adapter_config.json); give the output_dir of an earlier run"]
+    errors = []
+    if m.from_scratch:
+        errors.append("model.init_from and model.from_scratch exclude each other: continue from a run, or start "
+                      "from random weights")
+    metrics = directory / "metrics.json"
+    if metrics.is_file():
+        base = json.loads(metrics.read_text(encoding="utf-8")).get("base_model")
+        if base and base != m.name_or_path:
+            errors.append(f"model.init_from {m.init_from} was fine-tuned from {base!r} but model.name_or_path is "
+                          f"{m.name_or_path!r}; set model.name_or_path: {base} (the base model the card names)")
+    return errors
+
+
+def _check_probe(probe: str, init_from: str | None) -> list[str]:
+    from hf_adapt.forgetting import detect_probe_kind  # heavy imports: only when a probe is named
+
+    try:
+        kind = detect_probe_kind(probe)
+    except HfAdaptError as err:
+        return [f"forgetting.probe: {err}"]
+    if kind == "labelled" and init_from is None:
+        return [f"forgetting.probe {probe} is a labelled (text,label) probe, which measures an earlier model's "
+                f"old-task accuracy: it needs model.init_from; to measure a pretrained encoder use an STS probe "
+                f"(sentence1,sentence2,score)"]
+    return []
+
+
+def validate_groupwise(config: RecipeConfig) -> list[str]:
+    """Checks of `data.group_column` and the `groupwise` section (the column itself is checked on load)."""
+    d, g = config.data, config.groupwise
+    errors = []
+    others = {d.text_column, d.label_column, d.text_pair_column}
+    if d.group_column is not None and d.group_column in others:
+        errors.append(f"data.group_column must differ from the text and label columns, got {d.group_column!r}")
+    if d.group_column is None and g != GroupwiseConfig():
+        errors.append("the groupwise section needs data.group_column: name the column that holds each row's group")
+    if g.groups is not None and (not g.groups or len(set(g.groups)) != len(g.groups)):
+        errors.append(f"groupwise.groups must list distinct groups, or be null for all, got {g.groups}")
+    for key in ("max_train_per_group", "stage2_epochs", "stage2_learning_rate"):
+        value = getattr(g, key)
+        if value is not None and value <= 0:
+            errors.append(f"groupwise.{key} must be > 0 or null, got {value}")
     return errors
 
 

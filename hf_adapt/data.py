@@ -48,7 +48,8 @@ class LabelMap:
 
 @dataclass
 class TaskData:
-    """Checked raw splits (columns `text`, optional `text_pair`, `label` as strings) and their labels."""
+    """Checked raw splits (columns `text`, optional `text_pair`, `label` as strings, optional `group`)
+    and their labels."""
 
     splits: DatasetDict
     label_map: LabelMap
@@ -103,14 +104,32 @@ def load_file(path: str | Path) -> Dataset:
     if path.stat().st_size == 0:
         raise HfAdaptError(f"{path}: the file is empty; it needs a header and at least one row")
     kwargs: dict[str, Any] = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    # datasets logs a parse failure itself before raising it; we report it once, in one line.
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         # keep_in_memory + a private cache dir: small files, and no cache files beside the user's data
         dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
     except Exception as err:  # datasets wraps pandas/pyarrow parse errors in many types
-        raise HfAdaptError(f"{path}: could not be read as {fmt.upper()}: {first_line(err)}") from None
+        raise HfAdaptError(_read_error(path, fmt, err)) from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     if len(dataset) == 0:
         raise HfAdaptError(f"{path}: no rows; it needs at least one row of data")
     return dataset
+
+
+def _read_error(path: Path, fmt: str, err: Exception) -> str:
+    """Name the real cause, which `datasets` hides behind "An error occurred while generating the dataset"."""
+    causes = [err]
+    while causes[-1].__cause__ or causes[-1].__context__:
+        causes.append(causes[-1].__cause__ or causes[-1].__context__)
+    if any(isinstance(c, UnicodeDecodeError) for c in causes):
+        return f"{path}: not UTF-8 text; save the file as UTF-8 (e.g. from a spreadsheet: CSV UTF-8)"
+    if "corresponds to no data" in str(err):  # a header and no rows
+        return f"{path}: no rows; it needs at least one row of data"
+    cause = causes[1] if len(causes) > 1 else err
+    return f"{path}: could not be read as {fmt.upper()} ({first_line(cause)}); fix the file's syntax"
 
 
 def _load_hub_dataset(config: DataConfig) -> tuple[dict[str, Dataset], dict[str, str]]:
@@ -140,14 +159,14 @@ def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int) -> di
 
 
 def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) -> Dataset:
-    """Check the columns and values, and rename them to text / text_pair / label (string labels)."""
-    wanted = [config.text_column, config.label_column] + ([config.text_pair_column] if config.text_pair_column else [])
-    for column in wanted:
-        if column not in dataset.column_names:
-            key = ("data.text_column" if column == config.text_column else
-                   "data.label_column" if column == config.label_column else "data.text_pair_column")
+    """Check the columns and values, and rename them to text / text_pair / label (string labels),
+    plus `group` when `data.group_column` is set."""
+    keys = {"data.text_column": config.text_column, "data.label_column": config.label_column,
+            "data.text_pair_column": config.text_pair_column, "data.group_column": config.group_column}
+    for key, column in keys.items():
+        if column is not None and column not in dataset.column_names:
             raise HfAdaptError(f"{source}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
-                               f"set {key}")
+                               f"set {key}{_separator_hint(dataset.column_names)}")
     text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
     for column in text_columns:
         _check_texts(dataset[column], source, column)
@@ -159,7 +178,29 @@ def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) ->
     columns = {"text": [str(t) for t in dataset[config.text_column]], "label": labels}
     if config.text_pair_column:
         columns["text_pair"] = [str(t) for t in dataset[config.text_pair_column]]
+    if config.group_column:
+        columns["group"] = _read_groups(dataset[config.group_column], source, config.group_column)
     return Dataset.from_dict(columns)
+
+
+def _separator_hint(columns: list[str]) -> str:
+    """One column whose name holds a tab or ';': the file is not comma-separated."""
+    if len(columns) == 1:
+        for name, sep in (("a tab", "\t"), ("';'", ";")):
+            if sep in columns[0]:
+                return f", or, as the file separates columns with {name}, save it comma-separated" + (
+                    " (or name it .tsv)" if sep == "\t" else "")
+    return ""
+
+
+def _read_groups(values: list[Any], source: str, column: str) -> list[str]:
+    """Group names as strings (like labels: 3.0 -> '3'); an empty group is an error."""
+    groups = [_label_to_str(v) for v in values]
+    for row, group in enumerate(groups):
+        if group is None:
+            raise HfAdaptError(f"{source}: empty or NaN group in column '{column}' at data row {row + 1}; "
+                               f"name every row's group or drop the row")
+    return groups  # type: ignore[return-value]
 
 
 def _check_texts(values: list[Any], source: str, column: str) -> None:
@@ -205,6 +246,60 @@ def _is_int(text: str) -> bool:
     except ValueError:
         return False
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups (`data.group_column`)
+
+
+def list_groups(task: TaskData) -> list[str]:
+    """The groups that occur in the training split, sorted."""
+    if "group" not in task.splits["train"].column_names:
+        raise HfAdaptError("the data has no group column: set data.group_column to the column naming each row's group")
+    return sorted(set(task.splits["train"]["group"]))
+
+
+def split_by_group(task: TaskData, groups: list[str] | None = None, *, max_train_per_group: int | None = None,
+                   seed: int = 42) -> dict[str, TaskData]:
+    """One `TaskData` per group: every split filtered to the group's rows, the label map shared.
+
+    Args:
+        task (`TaskData`): data loaded with `data.group_column` set.
+        groups (`list[str]`, *optional*): the groups to keep; default every group in train.
+        max_train_per_group (`int`, *optional*): keep a seeded random subset of each group's train rows.
+        seed (`int`, defaults to 42): seed of that subset.
+
+    Raises:
+        HfAdaptError: an unknown group, a group missing from a split, or a group whose training rows
+            lack a label (its model could not predict that label, so groups would not be comparable).
+    """
+    known = list_groups(task)
+    unknown = [g for g in groups or [] if g not in known]
+    if unknown:
+        raise HfAdaptError(f"groupwise.groups {unknown} do not occur in {task.sources['train']} "
+                           f"(groups there: {', '.join(known)})")
+    by_group = {}
+    for group in groups or known:
+        splits = DatasetDict({name: split.filter(lambda g: g == group, input_columns="group", keep_in_memory=True)
+                              for name, split in task.splits.items()})
+        if max_train_per_group and len(splits["train"]) > max_train_per_group:
+            splits["train"] = splits["train"].shuffle(seed=seed).select(range(max_train_per_group))
+        _check_group(splits, group, task)
+        sources = {name: f"{source} [group {group}]" for name, source in task.sources.items()}
+        by_group[group] = TaskData(splits=splits, label_map=task.label_map, sources=sources)
+    return by_group
+
+
+def _check_group(splits: DatasetDict, group: str, task: TaskData) -> None:
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise HfAdaptError(f"{task.sources[name]}: no rows of group {group!r}; every group needs rows in "
+                               f"every split (or leave it out of groupwise.groups)")
+    missing = sorted(set(task.label_map.labels) - set(splits["train"]["label"]))
+    if missing:
+        raise HfAdaptError(f"{task.sources['train']}: group {group!r} has no training rows labelled "
+                           f"{', '.join(map(repr, missing))}; every group needs every label (or leave it out of "
+                           f"groupwise.groups)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,12 +14,16 @@ import json
 import os
 import platform
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from transformers import (
     DataCollatorWithPadding,
@@ -27,17 +31,21 @@ from transformers import (
     PreTrainedModel,
     Trainer,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 import hf_adapt
+from hf_adapt.caching import EXAMPLE_INDEX, FrozenPrefixCache, train_with_cache
 from hf_adapt.config import RecipeConfig
+from hf_adapt.controls import (Controls, apply_controls, check_fsdp_controls, check_probe_labels,
+                               measure_run_forgetting, reinit_top_layers)
 from hf_adapt.data import LabelMap, TaskData, load_task_data, tokenize_splits
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import build_compute_metrics
-from hf_adapt.modeling import load_model, load_tokenizer, unwrap
+from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, unwrap
 from hf_adapt.optim import build_optimizer
 from hf_adapt.strategies import apply_strategy, trainable_summary
 
@@ -52,7 +60,7 @@ class RunResult:
     labels: list[str]
     metrics: dict[str, dict[str, float]]  # split ("validation", "test") -> metric -> value
     params: dict[str, int]  # trainable, total
-    timings: dict[str, float]  # train_s, eval_s, total_s
+    timings: dict[str, float]  # setup_s (data, model), train_s (training only), eval_s, total_s
     train: dict[str, Any]  # epochs, steps, train_loss, samples_per_second, best_checkpoint_metric
     data: dict[str, Any]  # sources and row counts per split
     hardware: dict[str, Any]
@@ -80,6 +88,7 @@ class AdaptTrainer(Trainer):
         self.class_weights = class_weights
         self.loss_terms = loss_terms or []
         self.include_frozen = include_frozen
+        self.prefix_cache: FrozenPrefixCache | None = None  # set by train_with_cache while training on it
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -89,12 +98,103 @@ class AdaptTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        index = inputs.pop(EXAMPLE_INDEX, None)
+        if self.prefix_cache is not None and index is not None and model.training:
+            outputs = self.prefix_cache.forward(model, inputs, index)
+        else:
+            outputs = model(**inputs)
         weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
         loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
         for term in self.loss_terms:
             loss = loss + term(model)
         return (loss, outputs) if return_outputs else loss
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if EXAMPLE_INDEX not in self._signature_columns:  # the frozen-prefix cache's row index
+            self._signature_columns.append(EXAMPLE_INDEX)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint (the CLI exits with 130)."""
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current step, save a checkpoint, stop training.
+
+    The checkpoint is the one Trainer would have written at that step, so `--resume` continues
+    the run as if it had never stopped. Under `accelerate launch` every rank gets the signal (the
+    launcher forwards it), perhaps at different steps: the ranks agree on the step with a
+    max-reduce of the flag over a CPU (gloo) group, which never waits on the GPU. A second Ctrl-C,
+    more than a second after the first, stops at once without saving.
+    """
+
+    def __init__(self) -> None:
+        self.requested_at: float | None = None
+        self.stopped = False
+        self.saved_step: int | None = None
+        self.group: Any = None
+
+    @contextmanager
+    def catch_signals(self) -> Iterator[None]:
+        """Install the handler around `trainer.train()` (only the main thread may set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.requested_at is None:
+            self.requested_at = now
+            # os.write, not print: a handler can run in the middle of another print.
+            os.write(2, f"\n[hf_adapt] {signal.Signals(signum).name}: saving a checkpoint after this step, then "
+                        f"stopping (Ctrl-C again to abort without saving)\n".encode())
+        elif signum == signal.SIGINT and now - self.requested_at > 1.0:  # not the launcher's forwarded copy
+            raise KeyboardInterrupt
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if args.world_size > 1 and dist.is_initialized():
+            self.group = dist.new_group(backend="gloo")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if self._requested_on_any_rank():
+            self.stopped = control.should_training_stop = True
+            # At an epoch's end, Trainer's epoch-end evaluation comes first; on_epoch_end saves after it.
+            control.should_save = control.should_save or not _at_epoch_end(state)
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if not self.stopped:
+            return
+        if _at_epoch_end(state):
+            control.should_save = self.saved_step != state.global_step
+        else:  # stopped mid-epoch: already saved; an evaluation here would change the resumed run
+            control.should_evaluate = control.should_save = False
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.saved_step = state.global_step
+
+    def _requested_on_any_rank(self) -> bool:
+        requested = self.requested_at is not None
+        if self.group is not None:
+            flag = torch.tensor([float(requested)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+            requested = bool(flag.item())
+        return requested
+
+    def raise_if_stopped(self, state: TrainerState, work_dir: Path) -> None:
+        if self.stopped:
+            raise TrainingInterrupted(f"training stopped at step {state.global_step}; its checkpoint is in "
+                                      f"{work_dir}; run the same command again with --resume to continue")
+
+
+def _at_epoch_end(state: TrainerState) -> bool:
+    return state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,19 +205,34 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     """Train, evaluate and save one model as the recipe says; returns the run's results."""
     started = time.perf_counter()
     output_dir, work_dir = check_output_dir(config)
+    set_cpu_threads(config.train.threads)
     set_seed(config.train.seed)
     task = load_task_data(config.data, seed=config.train.seed)
+    check_probe_labels(config, task.label_map.labels)
     tokenizer = load_tokenizer(config.model)
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
-    model = apply_strategy(load_model(config.model, task.label_map), config.adapt)
+    model = load_model(config.model, task.label_map, init_from_scratch=config.model.from_scratch)
+    check_max_length(config.model, model)
+    model = apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
     summary = trainable_summary(model)
     print(f"[hf_adapt] {config.adapt.strategy}: {summary}")
+    controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
 
-    trainer = build_trainer(config, model, tokenizer, encoded, task.label_map, work_dir, callbacks or [])
-    train_output = trainer.train(resume_from_checkpoint=find_resume_checkpoint(config, work_dir))
-    train_s = time.perf_counter() - started
+    interrupt = StopOnInterrupt()
+    trainer = build_trainer(config, model, tokenizer, encoded, task.label_map, work_dir,
+                            [*(callbacks or []), *controls.callbacks, interrupt], controls=controls)
+    if trainer.is_fsdp_enabled and config.adapt.strategy == "lora":
+        raise HfAdaptError("adapt.strategy 'lora' is not supported under FSDP; launch it with "
+                           "scripts/accelerate/ddp_multi_gpu.yaml (LoRA's frozen encoder fits on every GPU)")
+    check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
+    setup_s = time.perf_counter() - started
+    with interrupt.catch_signals():  # the frozen prefix is computed once when the recipe freezes one
+        train_output = train_with_cache(trainer, config, encoded, work_dir,
+                                        resume_from_checkpoint=find_resume_checkpoint(config, work_dir))
+    interrupt.raise_if_stopped(trainer.state, work_dir)
+    train_s = time.perf_counter() - started - setup_s
     metrics = evaluate_splits(trainer, encoded)
-    eval_s = time.perf_counter() - started - train_s
+    eval_s = time.perf_counter() - started - setup_s - train_s
 
     result = RunResult(
         output_dir=str(output_dir),
@@ -126,15 +241,50 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         labels=list(task.label_map.labels),
         metrics=metrics,
         params={"trainable": summary.trainable, "total": summary.total},
-        timings={"train_s": round(train_s, 2), "eval_s": round(eval_s, 2)},
+        timings={"setup_s": round(setup_s, 2), "train_s": round(train_s, 2), "eval_s": round(eval_s, 2)},
         train=train_summary(trainer, train_output),
         data={"sources": task.sources, "rows": {k: len(v) for k, v in task.splits.items()}},
         hardware=hardware_summary(trainer),
     )
+    state_dict = gather_state_dict(trainer)  # a collective under FSDP: every rank takes part
     if trainer.is_world_process_zero():
-        save_outputs(trainer, config, task.label_map, result, output_dir, work_dir, started)
+        if config.forgetting.probe:
+            forgetting_started = time.perf_counter()
+            result.extra["forgetting"] = measure_run_forgetting(config, trainer.model, tokenizer, state_dict)
+            result.timings["forgetting_s"] = round(time.perf_counter() - forgetting_started, 2)
+        save_outputs(trainer, config, task.label_map, result, output_dir, work_dir, started, state_dict)
+        if config.hub.push:
+            push_result(config, output_dir)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """torch's intra-op threads: `train.threads`, or by default the cores shared out among the
+    processes of a multi-process CPU launch (each would otherwise take every core and they would
+    fight over them). A single process keeps torch's default, one thread per core."""
+    if threads is None:
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        if processes <= 1 or torch.cuda.is_available():
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // processes)
+    torch.set_num_threads(threads)
+
+
+def push_result(config: RecipeConfig, output_dir: Path) -> None:
+    """`hub.push: true`: push the saved output; a failed push leaves it in place and says so."""
+    from hf_adapt.hub import push
+
+    h = config.hub
+    try:
+        pushed = push(output_dir, h.repo_id, to=h.to, what=h.what, private=h.private, revision=h.revision,
+                      local_root=h.local_root)
+    except HfAdaptError as err:
+        raise HfAdaptError(f"{err} (the trained model is saved in {output_dir}; retry with "
+                           f"`hf-adapt push {output_dir} --repo-id {h.repo_id}`)") from None
+    if pushed is not None:
+        print(f"[hf_adapt] pushed {len(pushed.files)} files to {pushed.destination}")
 
 
 def check_output_dir(config: RecipeConfig) -> tuple[Path, Path]:
@@ -149,24 +299,40 @@ def check_output_dir(config: RecipeConfig) -> tuple[Path, Path]:
     if work_dir.exists() and not config.train.resume and not config.train.overwrite:
         raise HfAdaptError(f"{work_dir} holds checkpoints of an unfinished run into {output_dir}; pass --resume "
                            f"to continue it or --overwrite to start again")
+    if config.train.resume and last_complete_checkpoint(work_dir) is None:
+        raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
     return output_dir, work_dir
 
 
 def find_resume_checkpoint(config: RecipeConfig, work_dir: Path) -> str | None:
     if not config.train.resume:
         return None
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    last = last_complete_checkpoint(work_dir)
     if last is None:
         raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
     print(f"[hf_adapt] resuming from {last}")
     return last
 
 
+def last_complete_checkpoint(work_dir: Path) -> str | None:
+    """The newest `checkpoint-N` that was fully written: Trainer writes `trainer_state.json` last, so a
+    run killed while saving leaves a newer checkpoint without it, which must not be resumed from."""
+    if not work_dir.is_dir():
+        return None
+    complete = [c for c in work_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
+                and (c / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda c: int(c.name.split("-")[-1]))) if complete else None
+
+
 def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, encoded: Any,
-                  label_map: LabelMap, work_dir: Path, callbacks: list[TrainerCallback]) -> AdaptTrainer:
-    if config.train.overwrite and work_dir.exists() and not config.train.resume:
-        shutil.rmtree(work_dir)
+                  label_map: LabelMap, work_dir: Path, callbacks: list[TrainerCallback],
+                  controls: Controls | None = None) -> AdaptTrainer:
+    controls = controls or Controls()
     args = build_training_arguments(config, work_dir)
+    if config.train.overwrite and not config.train.resume:
+        with args.main_process_first(desc="clearing the old work directory"):  # one rank deletes, the rest wait
+            if args.process_index == 0 and work_dir.exists():
+                shutil.rmtree(work_dir)
     if config.train.early_stopping_patience:
         callbacks = [*callbacks, EarlyStoppingCallback(config.train.early_stopping_patience)]
     return AdaptTrainer(
@@ -180,6 +346,8 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         callbacks=callbacks,
         recipe=config,
         class_weights=balanced_class_weights(encoded["train"], label_map) if config.train.class_weights == "balanced" else None,
+        loss_terms=controls.loss_terms,
+        include_frozen=controls.include_frozen,
     )
 
 
@@ -216,6 +384,9 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path) -> TrainingAr
         remove_unused_columns=True,
         save_only_model=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # `accelerate launch --multi_gpu`/`torchrun` on a machine without GPUs: DDP over gloo. Without
+        # this every process would silently train its own copy, each seeing all the data.
+        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available(),
         disable_tqdm=False,
     )
 
@@ -248,12 +419,14 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
         "samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 2),
         "best_metric": state.best_metric,
         "best_checkpoint_step": _checkpoint_step(state.best_model_checkpoint),
+        "epoch_seconds": output.metrics.get("epoch_seconds", []),  # from train_with_cache
+        "frozen_cache": output.metrics.get("frozen_cache"),
     }
 
 
 def hardware_summary(trainer: Trainer) -> dict[str, Any]:
     device = trainer.args.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": device.type,
         "device_name": name,
@@ -261,6 +434,18 @@ def hardware_summary(trainer: Trainer) -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def cpu_name() -> str:
+    """The CPU model as the OS reports it (platform.processor() is empty on most Linux systems)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _checkpoint_step(path: str | None) -> int | None:
@@ -271,14 +456,21 @@ def _checkpoint_step(path: str | None) -> int | None:
 # Saving: everything goes to a temporary sibling directory, then one rename publishes it.
 
 
+def gather_state_dict(trainer: Trainer) -> dict[str, torch.Tensor] | None:
+    """FSDP shards the weights across ranks: gather the full state dict (as `Trainer.save_model`
+    does) for the main process to save. Elsewhere every rank holds the whole model: None."""
+    return trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+
+
 def save_outputs(trainer: Trainer, config: RecipeConfig, label_map: LabelMap, result: RunResult,
-                 output_dir: Path, work_dir: Path, started: float) -> None:
+                 output_dir: Path, work_dir: Path, started: float,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
     staging = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        save_model_files(trainer, config, staging)
+        save_model_files(trainer, config, staging, state_dict)
         label_map.save(staging)
         (staging / "recipe.yaml").write_text(recipe_header(config) + config.to_yaml(), encoding="utf-8")
         if (work_dir / "runs").is_dir():
@@ -287,7 +479,7 @@ def save_outputs(trainer: Trainer, config: RecipeConfig, label_map: LabelMap, re
         result.save(staging)
         from hf_adapt.cards import write_model_card
 
-        write_model_card(staging)
+        write_model_card(staging, repo_id=config.hub.repo_id if config.hub.push else None)
         publish(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -297,17 +489,20 @@ def save_outputs(trainer: Trainer, config: RecipeConfig, label_map: LabelMap, re
     print(f"[hf_adapt] saved to {output_dir}")
 
 
-def save_model_files(trainer: Trainer, config: RecipeConfig, directory: Path) -> None:
+def save_model_files(trainer: Trainer, config: RecipeConfig, directory: Path,
+                     state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """A plain transformers model (+ tokenizer); for LoRA also the adapter, or the adapter alone."""
     model = trainer.model
     tokenizer = trainer.processing_class
     if config.adapt.strategy != "lora":
-        unwrap(model).save_pretrained(directory, safe_serialization=True)
+        unwrap(model).save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(directory)
         return
     adapter_dir = directory / "adapter" if config.adapt.merge_lora else directory
     model.save_pretrained(adapter_dir, safe_serialization=True)
-    _set_adapter_base(adapter_dir, config.model.name_or_path)
+    # Continuing from an earlier run, the adapter's base weights are that run's.
+    _set_adapter_base(adapter_dir, str(Path(config.model.init_from).resolve()) if config.model.init_from
+                      else config.model.name_or_path)
     # config.json beside the adapter carries the label map, so the head can be rebuilt.
     unwrap(model).config.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)

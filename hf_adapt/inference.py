@@ -20,7 +20,7 @@ import torch
 from hf_adapt.data import LabelMap, load_file
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import compute_classification_metrics
-from hf_adapt.modeling import load_trained
+from hf_adapt.modeling import load_trained, max_input_tokens
 
 
 @dataclass
@@ -37,6 +37,8 @@ def predict_label_ids(model: Any, tokenizer: Any, texts: list[str], *, batch_siz
                       max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(label ids, probabilities [n, num_labels]) for `texts`, in input order."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    # Never past the position embeddings: a long untrusted text would crash the model, not be truncated.
+    max_length = min(max_length, max_input_tokens(model.config) or max_length)
     probs = torch.empty(len(texts), model.config.num_labels)
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):

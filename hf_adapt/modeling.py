@@ -54,7 +54,9 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def load_tokenizer(config: ModelConfig) -> Any:
-    path = resolve_model_path(config.name_or_path)
+    # Continuing from an earlier run: its saved tokenizer is the one its weights were trained with.
+    path = config.init_from or resolve_model_path(config.name_or_path)
+    check_local_model(path, "model.init_from" if config.init_from else "model.name_or_path", weights=False)
     try:
         return AutoTokenizer.from_pretrained(path, revision=config.revision, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
@@ -63,8 +65,15 @@ def load_tokenizer(config: ModelConfig) -> Any:
 
 
 def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:
-    """A sequence-classification model with a fresh head for `label_map` (safetensors weights only)."""
+    """A sequence-classification model with a fresh head for `label_map` (safetensors weights only).
+
+    With `config.init_from` (an earlier hf_adapt output) the weights, head included, come from that
+    run instead; see `load_init_from`.
+    """
+    if config.init_from:
+        return load_init_from(config.init_from, label_map)
     path = resolve_model_path(config.name_or_path)
+    check_local_model(path, "model.name_or_path", weights=not init_from_scratch)
     kwargs = dict(num_labels=len(label_map.labels), id2label=label_map.id2label, label2id=label_map.label2id)
     try:
         model_config = AutoConfig.from_pretrained(path, revision=config.revision,
@@ -77,6 +86,9 @@ def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: b
             trust_remote_code=config.trust_remote_code, ignore_mismatched_sizes=True,
         )
     except (OSError, ValueError) as err:
+        if "custom code" in str(err):
+            raise HfAdaptError(f"model.name_or_path {config.name_or_path!r} needs its own Python code to load; "
+                               f"set model.trust_remote_code: true only if you have read and trust that code") from None
         raise HfAdaptError(f"model.name_or_path {config.name_or_path!r} could not be loaded "
                            f"({first_line(err)}); give a folder with config.json and model.safetensors, or a Hub id") from None
 
@@ -90,11 +102,94 @@ def load_trained(directory: str | Path, *, device: str | torch.device = "cpu") -
     if (directory / "adapter_config.json").is_file() and not (directory / "model.safetensors").is_file():
         model = _load_adapter(directory)
     else:
+        check_local_model(str(directory), "model directory")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True)
         except (OSError, ValueError) as err:
             raise HfAdaptError(f"{directory}: no loadable model ({first_line(err)})") from None
     return model.to(device).eval(), tokenizer
+
+
+def check_local_model(path: str, what: str, *, weights: bool = True) -> None:
+    """A local model folder must exist and, if `weights`, hold safetensors weights. Pickled weights
+    (`*.bin`, `*.pt`) are refused, never opened: unpickling a file can run any code in it."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        # A Hub id is NAME or ORG/NAME; anything else that names no folder is a wrong local path.
+        if folder.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1:
+            raise HfAdaptError(f"{what} {path!r}: no such folder; give a local model folder or a Hub id (ORG/NAME)")
+        return
+    if not weights or any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickles = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in folder.glob(pattern))
+    if pickles:
+        raise HfAdaptError(f"{what} {path}: only pickle weights ({', '.join(pickles)}), which hf_adapt never loads "
+                           f"(unpickling can run code); convert them to model.safetensors if you trust their source")
+
+
+def max_input_tokens(model_config: Any) -> int | None:
+    """The longest input the model's position embeddings allow, or None if it has no such limit."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions is None or getattr(model_config, "position_biased_input", True) is False:
+        return None  # DeBERTa with relative positions only
+    if model_config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (model_config.pad_token_id or 0) + 1  # positions start after the padding index
+    return positions
+
+
+def check_max_length(config: ModelConfig, model: PreTrainedModel) -> None:
+    """Longer inputs than the position embeddings hold would crash mid-training on the first long text."""
+    limit = max_input_tokens(unwrap(model).config)
+    if limit is not None and config.max_length > limit:
+        raise HfAdaptError(f"model.max_length is {config.max_length} but {config.name_or_path} accepts at most "
+                           f"{limit} tokens; set model.max_length to {limit} or less")
+
+
+def load_init_from(directory: str | Path, label_map: LabelMap) -> PreTrainedModel:
+    """Continue from an earlier hf_adapt output (a plain model or a LoRA adapter with its head).
+
+    Same labels: every weight, the head included, starts where the earlier run ended. A changed
+    label set (new, removed or renamed labels): the encoder is kept and the classifier's output
+    layer is replaced by a freshly initialised one of the new size; one message names both sets.
+    """
+    model, _ = load_trained(directory)
+    old = LabelMap.from_model_config(model.config)
+    if old.labels != label_map.labels:
+        print(f"[hf_adapt] model.init_from {directory}: labels changed from [{', '.join(old.labels)}] to "
+              f"[{', '.join(label_map.labels)}]; keeping the encoder, starting a fresh classifier output "
+              f"layer with {len(label_map.labels)} outputs")
+        replace_output_layer(model, label_map)
+    return model.train()
+
+
+def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
+    """Swap the head's last Linear (the one producing the logits) for a fresh one sized for `label_map`."""
+    layout = encoder_layout(model)
+    encoder_params = {id(p) for m in layout.embeddings + layout.layers for p in m.parameters()}
+    outputs = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
+               and m.out_features == model.config.num_labels and id(m.weight) not in encoder_params]
+    if not outputs:
+        raise HfAdaptError(f"{type(model).__name__}: no classifier output layer with {model.config.num_labels} "
+                           f"outputs found; cannot resize the head")
+    parent_name, _, attr = outputs[-1].rpartition(".")  # the last such Linear is the one giving logits
+    parent = model.get_submodule(parent_name)
+    old = getattr(parent, attr)
+    new = nn.Linear(old.in_features, len(label_map.labels), bias=old.bias is not None,
+                    device=old.weight.device, dtype=old.weight.dtype)
+    # The family's own recipe for a fresh classifier: normal(0, initializer_range), zero bias.
+    nn.init.normal_(new.weight, std=getattr(model.config, "initializer_range", 0.02))
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    setattr(parent, attr, new)
+    model.config.num_labels = len(label_map.labels)
+    model.config.id2label, model.config.label2id = label_map.id2label, label_map.label2id
+    if hasattr(model, "num_labels"):
+        model.num_labels = len(label_map.labels)
+
+
+def read_model_labels(directory: str | Path) -> tuple[str, ...]:
+    """The label names (by id) of a saved classifier or adapter directory, from its config.json."""
+    return LabelMap.from_model_config(AutoConfig.from_pretrained(str(directory))).labels
 
 
 def _load_adapter(directory: Path) -> PreTrainedModel:

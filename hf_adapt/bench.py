@@ -1,0 +1,613 @@
+"""Time to accuracy: hf_adapt's recipes against what a user would otherwise write, back to back.
+
+    hf-adapt bench --data ../shared/data/sst2 --train-rows 5000 --output-dir bench/sst2 \\
+        --lock /tmp/hf_adapt_cpu.lock
+
+Every variant trains on the same seeded subset of `train.csv`, in a fresh subprocess (so its
+peak RSS is its own), and is scored on `test.csv`:
+
+    (a) trainer_pad128   run_glue style: every batch padded to 128 tokens, Trainer defaults
+                         (batch 8, lr 5e-5, 3 epochs)
+    (b) trainer_dynamic  Trainer + DataCollatorWithPadding, lr 2e-5, 3 epochs: the reference
+    (c) trainer_lora     peft LoRA (r 8, alpha 16, dropout 0.1, lr 3e-4: peft's sequence-
+                         classification example) with Trainer + DataCollatorWithPadding, 3 epochs
+    (d) sklearn_logreg   frozen encoder, mean-pooled embeddings (length-sorted batches of 32, as
+                         sentence-transformers encodes) + scikit-learn LogisticRegression
+    hf_adapt_full / hf_adapt_partial (lower half frozen, cached) / hf_adapt_frozen (cached
+    features) / hf_adapt_lora: the recipes with their defaults.
+    predict: `hf_adapt.inference.predict` against `pipeline("text-classification")` with its
+    defaults, on the validation + test texts.
+
+The baselines get every advantage a user would have: Trainer's defaults (fused AdamW), no
+checkpoints written, no evaluation during training. Training FLOPs are estimated from the model
+(see `FLOPS_FORMULA`) and set against a matmul peak measured in the same run; every figure is
+also given as a ratio to (b). `--lock FILE` holds an flock on FILE around each measurement, so
+other jobs that take the same lock do not run at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from hf_adapt.config import DEFAULT_MODEL
+from hf_adapt.errors import HfAdaptError
+
+REFERENCE = "trainer_dynamic"
+VARIANTS = {
+    "trainer_pad128": "(a) Trainer, run_glue style: pad to 128",
+    "trainer_dynamic": "(b) Trainer + DataCollatorWithPadding, lr 2e-5",
+    "trainer_lora": "(c) peft LoRA + Trainer",
+    "sklearn_logreg": "(d) frozen encoder + LogisticRegression",
+    "hf_adapt_full": "hf_adapt full (defaults)",
+    "hf_adapt_partial": "hf_adapt partial, lower half frozen (cached)",
+    "hf_adapt_frozen": "hf_adapt frozen encoder (cached features)",
+    "hf_adapt_lora": "hf_adapt LoRA (defaults)",
+}
+BASELINE_EPOCHS = 3
+FLOPS_FORMULA = (
+    "training FLOPs = sum over passes of m * (2 * P_layer * T + 4 * d * sum_i T_i^2) per encoder layer, "
+    "T = real (non-pad) tokens, T_i = tokens of example i, P_layer = weights of one layer, d = hidden size; "
+    "m = 3 for a layer that trains (forward + backward), 2 for a LoRA layer (forward + input-gradient "
+    "backward), 1 for a frozen forward (once, when cached); embeddings, norms, softmax, the head, the "
+    "optimizer and padding are not counted"
+)
+
+
+@dataclass
+class BenchSpec:
+    """What one benchmark run compares (written to `spec.json` for the variant subprocesses)."""
+
+    data_dir: str
+    output_dir: str
+    train_rows: int | None = 5000
+    variants: list[str] = field(default_factory=lambda: [*VARIANTS, "predict"])
+    model: str = DEFAULT_MODEL
+    seed: int = 42
+    lock: str | None = None
+    peak_size: int = 2048
+    hf_adapt_overrides: dict[str, list[str]] = field(default_factory=dict)  # variant -> extra key=value
+    # filled by prepare_data
+    train_file: str = ""
+    validation_file: str = ""
+    test_file: str = ""
+    tokens: dict[str, float] = field(default_factory=dict)  # rows, real, squares (train, truncated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the machine: the matmul peak and each variant's own resources
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of `repeats` fp32 `size x size` matmuls (and half and double `size`)."""
+    import torch
+
+    best = 0.0
+    for n in (size // 2, size, size * 2):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up: thread pool and MKL kernels
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return round(best, 1)
+
+
+@contextmanager
+def held_lock(path: str | None) -> Iterator[float]:
+    """flock `path` for the duration (yields the seconds spent waiting for it)."""
+    if path is None:
+        yield 0.0
+        return
+    started = time.perf_counter()
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield time.perf_counter() - started
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def own_resources() -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: one seeded subset for every variant, and its token counts for the FLOP estimate
+
+
+def prepare_data(spec: BenchSpec) -> None:
+    """Write the seeded train subset into the output directory and count its tokens."""
+    data = Path(spec.data_dir)
+    for split in ("train", "validation", "test"):
+        if not (data / f"{split}.csv").is_file():
+            raise HfAdaptError(f"--data {data}: no {split}.csv; give a folder with train/validation/test.csv "
+                               f"(columns text,label), e.g. ../shared/data/sst2")
+    with (data / "train.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if spec.train_rows and spec.train_rows < len(rows):
+        keep = sorted(random.Random(spec.seed).sample(range(len(rows)), spec.train_rows))
+        rows = [rows[i] for i in keep]
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+    spec.train_file = str(out / "train.csv")
+    spec.validation_file, spec.test_file = str(data / "validation.csv"), str(data / "test.csv")
+    spec.tokens = count_tokens(spec.model, [r["text"] for r in rows])
+
+
+def count_tokens(model: str, texts: list[str], max_length: int = 128) -> dict[str, float]:
+    from transformers import AutoTokenizer
+
+    from hf_adapt.modeling import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return {"rows": len(lengths), "real": float(sum(lengths)), "squares": float(sum(n * n for n in lengths))}
+
+
+def model_shape(model: str) -> dict[str, int]:
+    """Layers, hidden size and weights per encoder layer (from the config: no weights loaded)."""
+    from transformers import AutoConfig
+
+    from hf_adapt.modeling import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(model))
+    d = config.hidden_size
+    ffn = getattr(config, "intermediate_size", None) or getattr(config, "hidden_dim", 4 * d)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
+    return {"layers": layers, "hidden": d, "layer_params": 4 * d * d + 2 * d * ffn}
+
+
+def training_flops(shape: dict[str, int], tokens: dict[str, float], passes: list[tuple[float, int, int]]) -> float:
+    """`FLOPS_FORMULA` for `passes`: (multiplier m, number of layers, times run over the train set)."""
+    per_layer = 2 * shape["layer_params"] * tokens["real"] + 4 * shape["hidden"] * tokens["squares"]
+    return sum(m * layers * times * per_layer for m, layers, times in passes)
+
+
+def flop_passes(variant: str, epochs: float, shape: dict[str, int]) -> list[tuple[float, int, float]]:
+    layers, half = shape["layers"], shape["layers"] // 2
+    if variant in ("trainer_pad128", "trainer_dynamic", "hf_adapt_full"):
+        return [(3, layers, epochs)]
+    if variant in ("trainer_lora", "hf_adapt_lora"):
+        return [(2, layers, epochs)]
+    if variant == "hf_adapt_partial":
+        return [(1, half, 1), (3, layers - half, epochs)]
+    return [(1, layers, 1)]  # frozen encoder: one forward pass, the head costs nothing by comparison
+
+
+# ---------------------------------------------------------------------------------------------
+# The variants (each runs in its own subprocess and returns what it measured)
+
+
+def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
+    """(a), (b), (c): written as the run_glue script, the HF course and peft's example write them."""
+    from datasets import load_dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              Trainer, TrainingArguments, default_data_collator)
+
+    from hf_adapt.caching import EpochTimer
+    from hf_adapt.modeling import resolve_model_path
+
+    path = resolve_model_path(spec.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    raw = load_dataset("csv", data_files={"train": spec.train_file, "validation": spec.validation_file,
+                                          "test": spec.test_file})
+    labels = sorted(set(raw["train"]["label"]))
+    pad128 = variant == "trainer_pad128"
+
+    def preprocess(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], padding="max_length" if pad128 else False, max_length=128, truncation=True)
+        encoded["labels"] = [labels.index(label) for label in batch["label"]]
+        return encoded
+
+    encoded = raw.map(preprocess, batched=True, remove_columns=["text", "label"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    if variant == "trainer_lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1))
+    learning_rate = {"trainer_pad128": 5e-5, "trainer_dynamic": 2e-5, "trainer_lora": 3e-4}[variant]
+    with tempfile.TemporaryDirectory() as work:
+        args = TrainingArguments(output_dir=work, learning_rate=learning_rate, num_train_epochs=BASELINE_EPOCHS,
+                                 seed=spec.seed, report_to=[], save_strategy="no", disable_tqdm=True)
+        timer = EpochTimer()
+        trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], processing_class=tokenizer,
+                          data_collator=default_data_collator if pad128 else DataCollatorWithPadding(tokenizer),
+                          callbacks=[timer])
+        started = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - started
+        accuracy = {split: _trainer_accuracy(trainer, encoded[split]) for split in ("validation", "test")}
+    return {"train_s": train_s, "epochs": BASELINE_EPOCHS, "epoch_seconds": timer.seconds, "accuracy": accuracy,
+            "settings": f"lr {learning_rate}, batch {args.per_device_train_batch_size}, {BASELINE_EPOCHS} epochs, "
+                        f"optimizer {getattr(args.optim, 'value', args.optim)}"}
+
+
+def _trainer_accuracy(trainer: Any, dataset: Any) -> float:
+    output = trainer.predict(dataset)
+    return float((output.predictions.argmax(-1) == output.label_ids).mean())
+
+
+def run_sklearn_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
+    """(d): mean-pooled embeddings of the frozen encoder + LogisticRegression."""
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = {}, {}
+    for split, path in (("train", spec.train_file), ("validation", spec.validation_file), ("test", spec.test_file)):
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        texts[split], labels[split] = [r["text"] for r in rows], [r["label"] for r in rows]
+    encode = _mean_pooling_encoder(spec.model)
+    started = time.perf_counter()
+    classifier = LogisticRegression(max_iter=1000).fit(encode(texts["train"]), labels["train"])
+    train_s = time.perf_counter() - started
+    accuracy = {split: float(classifier.score(encode(texts[split]), labels[split])) for split in ("validation", "test")}
+    return {"train_s": train_s, "epochs": 1, "epoch_seconds": [train_s], "accuracy": accuracy,
+            "settings": "mean pooling, batches of 32 sorted by length, LogisticRegression(max_iter=1000)"}
+
+
+def _mean_pooling_encoder(model_name: str) -> Callable[[list[str]], Any]:
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from hf_adapt.modeling import resolve_model_path
+
+    path = resolve_model_path(model_name)
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def encode(texts: list[str]) -> np.ndarray:
+        order = np.argsort([-len(t) for t in texts])
+        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(texts), 32):
+            index = order[start:start + 32]
+            batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=128,
+                              return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            out[index] = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+        return out
+
+    return encode
+
+
+HF_ADAPT_RECIPES = {
+    "hf_adapt_full": ("full", []),
+    "hf_adapt_partial": ("partial", ["adapt.freeze_layers={half}"]),
+    # The features cost nothing per epoch: a higher LR and more epochs than the partial defaults.
+    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=1e-3", "train.epochs=20"]),
+    "hf_adapt_lora": ("lora", []),
+}
+
+
+def hf_adapt_overrides(spec: BenchSpec, variant: str) -> tuple[str, list[str]]:
+    strategy, overrides = HF_ADAPT_RECIPES[variant]
+    half = model_shape(spec.model)["layers"] // 2
+    return strategy, [o.format(half=half) for o in overrides] + spec.hf_adapt_overrides.get(variant, [])
+
+
+def run_hf_adapt(spec: BenchSpec, variant: str) -> dict[str, Any]:
+    """An hf_adapt recipe, run as `hf-adapt train` runs it."""
+    from hf_adapt.config import load_config
+    from hf_adapt.recipes import RECIPES
+
+    strategy, overrides = hf_adapt_overrides(spec, variant)
+    output_dir = Path(spec.output_dir) / "models" / variant
+    config = load_config(None, [f"model.name_or_path={spec.model}", f"data.train_file={spec.train_file}",
+                                f"data.validation_file={spec.validation_file}", f"data.test_file={spec.test_file}",
+                                f"train.output_dir={output_dir}", "train.overwrite=true", f"train.seed={spec.seed}",
+                                *overrides], **RECIPES[strategy].DEFAULTS)
+    result = RECIPES[strategy].run(config)
+    return {"train_s": result.timings["train_s"], "epochs": result.train["epochs"],
+            "epoch_seconds": result.train["epoch_seconds"],
+            "accuracy": {split: result.metrics[split]["accuracy"] for split in ("validation", "test")},
+            "settings": " ".join(overrides) or "recipe defaults", "frozen_cache": result.train["frozen_cache"],
+            "model_dir": str(output_dir)}
+
+
+def run_predict_comparison(spec: BenchSpec, variant: str) -> dict[str, Any]:
+    """Texts/s of `hf_adapt.inference.predict` and of a default `pipeline("text-classification")`."""
+    from transformers import pipeline
+
+    from hf_adapt.inference import predict
+    from hf_adapt.modeling import load_trained
+
+    model_dir = Path(spec.output_dir) / "models" / "hf_adapt_full"
+    if not (model_dir / "model.safetensors").is_file():
+        raise HfAdaptError(f"the predict comparison needs the model of hf_adapt_full in {model_dir}: "
+                           f"run that variant too")
+    texts = []
+    for path in (spec.validation_file, spec.test_file):
+        with open(path, encoding="utf-8", newline="") as handle:
+            texts += [r["text"] for r in csv.DictReader(handle)]
+    model, tokenizer = load_trained(model_dir)
+    classify = pipeline("text-classification", model=str(model_dir), tokenizer=str(model_dir))
+    timings = {}
+    for name, run in (("pipeline", lambda items: classify(items)),
+                      ("hf_adapt", lambda items: predict(model, tokenizer, items))):
+        run(texts[:16])  # warm-up
+        started = time.perf_counter()
+        labels = [p["label"] if isinstance(p, dict) else p.label for p in run(texts)]
+        timings[name] = (time.perf_counter() - started, labels)
+    agree = sum(a == b for a, b in zip(timings["pipeline"][1], timings["hf_adapt"][1])) / len(texts)
+    return {"texts": len(texts), "agreement": agree,
+            **{f"{name}_texts_per_s": len(texts) / seconds for name, (seconds, _) in timings.items()}}
+
+
+RUNNERS: dict[str, Callable[[BenchSpec, str], dict[str, Any]]] = {
+    "trainer_pad128": run_trainer_baseline, "trainer_dynamic": run_trainer_baseline,
+    "trainer_lora": run_trainer_baseline, "sklearn_logreg": run_sklearn_baseline,
+    "hf_adapt_full": run_hf_adapt, "hf_adapt_partial": run_hf_adapt, "hf_adapt_frozen": run_hf_adapt,
+    "hf_adapt_lora": run_hf_adapt, "predict": run_predict_comparison,
+}
+
+
+def run_child(spec_path: Path, variant: str, result_path: Path) -> int:
+    """Subprocess entry: measure the peak, run one variant, write its result JSON."""
+    spec = BenchSpec(**json.loads(spec_path.read_text()))
+    peak = measure_matmul_peak(spec.peak_size)
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    result = RUNNERS[variant](spec, variant)
+    # The 1-minute load average beside the core count tells whether something else was running.
+    result.update(own_resources(), peak_gflops=peak, wall_s=round(time.perf_counter() - started, 2),
+                  load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: one subprocess per variant, then the table
+
+
+def run_benchmark(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every variant of `spec` in its own subprocess; return (and write) the report."""
+    unknown = [v for v in spec.variants if v not in RUNNERS]
+    if unknown:
+        raise HfAdaptError(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(RUNNERS)}")
+    prepare_data(spec)
+    out = Path(spec.output_dir)
+    (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    results, peaks = {}, [0.0]
+    for variant in spec.variants:
+        with held_lock(spec.lock) as waited:
+            log(f"[bench] {variant} (waited {waited:.0f} s for the lock) ...")
+            results[variant] = run_variant(out, variant)
+        peaks.append(results[variant].get("peak_gflops", 0.0))
+        log(f"[bench] {variant}: {summary_line(results[variant])}")
+    report = build_report(spec, results, max(peaks))
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(render_markdown(report))
+    return report
+
+
+def run_variant(out: Path, variant: str) -> dict[str, Any]:
+    result_path = out / f"{variant}.json"
+    result_path.unlink(missing_ok=True)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "hf_adapt.bench", "--child", variant, "--spec", str(out / "spec.json"),
+               "--result", str(result_path)]
+    with (out / f"{variant}.log").open("w") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0 or not result_path.is_file():
+        return {"error": f"exit status {process.returncode}; see {out / f'{variant}.log'}"}
+    result = json.loads(result_path.read_text())
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # the whole subprocess, as the OS counted it
+    return result
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "FAILED: " + result["error"]
+    if "texts" in result:
+        return f"{result['hf_adapt_texts_per_s']:.0f} vs {result['pipeline_texts_per_s']:.0f} texts/s"
+    return f"{result['train_s']:.1f} s, test accuracy {result['accuracy']['test']:.4f}"
+
+
+def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
+    """Derived figures (throughputs, GFLOP/s, ratios to the reference) for every variant."""
+    shape = model_shape(spec.model)
+    rows = {}
+    for variant, result in results.items():
+        if "error" in result or variant == "predict":
+            continue
+        epochs = float(result["epochs"])
+        step_s = sum(result["epoch_seconds"]) or result["train_s"]
+        flops = training_flops(shape, spec.tokens, flop_passes(variant, epochs, shape))
+        rows[variant] = {
+            "label": VARIANTS[variant], "train_s": round(result["train_s"], 2), "epochs": epochs,
+            "epoch_seconds": result["epoch_seconds"],
+            "samples_per_s": round(spec.tokens["rows"] * epochs / result["train_s"], 1),
+            "real_tokens_per_s": round(spec.tokens["real"] * epochs / result["train_s"], 1),
+            "test_accuracy": round(result["accuracy"]["test"], 4),
+            "validation_accuracy": round(result["accuracy"]["validation"], 4),
+            "peak_rss_mb": result["peak_rss_mb"], "cpu_s": result.get("cpu_s"),
+            "load_average": result.get("load_average"),
+            "gflops": round(flops / 1e9 / step_s, 1), "percent_of_peak": round(100 * flops / 1e9 / step_s / peak, 1),
+            "settings": result.get("settings", ""),
+        }
+    add_ratios(rows)
+    return {"spec": asdict(spec), "matmul_peak_gflops": peak, "flops_formula": FLOPS_FORMULA, "model_shape": shape,
+            "rows": rows, "predict": results.get("predict"), "errors": {k: v["error"] for k, v in results.items()
+                                                                        if "error" in v},
+            "targets": check_targets(rows, results.get("predict"), peak)}
+
+
+def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
+    reference = rows.get(REFERENCE)
+    if reference is None:
+        return
+    for row in rows.values():
+        row["ratio_to_b"] = {key: round(row[key] / reference[key], 3) if reference[key] else None
+                             for key in ("train_s", "samples_per_s", "real_tokens_per_s", "peak_rss_mb", "gflops")}
+        row["ratio_to_b"]["test_accuracy_points"] = round(100 * (row["test_accuracy"] - reference["test_accuracy"]), 2)
+
+
+def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | None, peak: float) -> list[dict[str, Any]]:
+    """The issue's targets, each with its numbers and whether this run met it (variants not run: not judged)."""
+    targets: list[dict[str, Any]] = []
+
+    def judge(name: str, met: bool, detail: str) -> None:
+        targets.append({"target": name, "met": bool(met), "detail": detail})
+
+    def epoch(variant: str) -> float:
+        seconds = rows[variant]["epoch_seconds"]
+        return sum(seconds) / len(seconds)
+
+    full, b = rows.get("hf_adapt_full"), rows.get(REFERENCE)
+    partial, frozen = rows.get("hf_adapt_partial"), rows.get("hf_adapt_frozen")
+    lora, logreg = rows.get("hf_adapt_lora"), rows.get("sklearn_logreg")
+    if full and b:
+        judge("full reaches (b)'s test accuracy in <= 0.33x its time",
+              full["test_accuracy"] >= b["test_accuracy"] and full["train_s"] <= 0.33 * b["train_s"],
+              f"accuracy {full['test_accuracy']:.4f} vs {b['test_accuracy']:.4f}, "
+              f"time {full['train_s'] / b['train_s']:.3f}x")
+    if partial and full:
+        later = partial["epoch_seconds"][1:]
+        judge("partial: every epoch after the first >= 2x faster than a full epoch",
+              bool(later) and max(later) <= 0.5 * epoch("hf_adapt_full"),
+              f"partial epochs {partial['epoch_seconds']} s vs full mean {epoch('hf_adapt_full'):.1f} s")
+    if frozen and b:
+        judge("frozen encoder >= 10x faster than (b)", frozen["train_s"] <= 0.1 * b["train_s"],
+              f"{frozen['train_s']:.1f} s vs {b['train_s']:.1f} s ({b['train_s'] / frozen['train_s']:.1f}x)")
+    if frozen and logreg:
+        judge("frozen encoder at least as accurate as (d)", frozen["test_accuracy"] >= logreg["test_accuracy"],
+              f"{frozen['test_accuracy']:.4f} vs {logreg['test_accuracy']:.4f}")
+    if lora and full:
+        judge("LoRA: <= 0.75x full's time per epoch", epoch("hf_adapt_lora") <= 0.75 * epoch("hf_adapt_full"),
+              f"{epoch('hf_adapt_lora'):.1f} s vs {epoch('hf_adapt_full'):.1f} s per epoch")
+        judge("LoRA: <= 0.8x full's peak memory", lora["peak_rss_mb"] <= 0.8 * full["peak_rss_mb"],
+              f"{lora['peak_rss_mb']:.0f} MB vs {full['peak_rss_mb']:.0f} MB")
+        judge("LoRA: within 1 point of full's accuracy", abs(lora["test_accuracy"] - full["test_accuracy"]) <= 0.01,
+              f"{lora['test_accuracy']:.4f} vs {full['test_accuracy']:.4f}")
+    if full:
+        judge("full fine-tuning >= 60% of the matmul peak on real tokens", full["gflops"] >= 0.6 * peak,
+              f"{full['gflops']:.0f} of {peak:.0f} GFLOP/s ({full['percent_of_peak']:.0f}%)")
+    if predict and "texts" in predict:
+        speedup = predict["hf_adapt_texts_per_s"] / predict["pipeline_texts_per_s"]
+        judge("predict >= 2x pipeline() throughput", speedup >= 2,
+              f"{predict['hf_adapt_texts_per_s']:.0f} vs {predict['pipeline_texts_per_s']:.0f} texts/s "
+              f"({speedup:.2f}x), labels agree on {100 * predict['agreement']:.1f}%")
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    spec, rows = report["spec"], report["rows"]
+    lines = [f"Data: `{spec['data_dir']}`, {int(spec['tokens'].get('rows', 0)):,} training rows (seed {spec['seed']}), "
+             f"scored on its test.csv; model `{spec['model']}`; matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s "
+             f"(fp32, measured in this run). Ratios are to (b).", "",
+             "| variant | train s | × (b) | samples/s | real tokens/s | test acc | Δ (b) pts | peak RSS MB | × (b) "
+             "| GFLOP/s | % peak | epoch s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows.values():
+        ratio = row.get("ratio_to_b", {})
+        lines.append(f"| {row['label']} | {row['train_s']:.1f} | {_fmt(ratio.get('train_s'))} "
+                     f"| {row['samples_per_s']:.0f} "
+                     f"| {row['real_tokens_per_s']:.0f} | {row['test_accuracy']:.4f} "
+                     f"| {ratio.get('test_accuracy_points', 0):+.2f} | {row['peak_rss_mb']:.0f} "
+                     f"| {_fmt(ratio.get('peak_rss_mb'))} | {row['gflops']:.1f} | {row['percent_of_peak']:.0f} "
+                     f"| {', '.join(f'{s:.1f}' for s in row['epoch_seconds'])} |")
+    predict = report.get("predict")
+    if predict and "texts" in predict:
+        lines += ["", f"Prediction, {predict['texts']:,} texts: hf_adapt `predict` "
+                      f"{predict['hf_adapt_texts_per_s']:.0f} "
+                      f"texts/s, `pipeline(\"text-classification\")` {predict['pipeline_texts_per_s']:.0f} texts/s "
+                      f"({predict['hf_adapt_texts_per_s'] / predict['pipeline_texts_per_s']:.2f}x); labels agree on "
+                      f"{100 * predict['agreement']:.1f}%."]
+    lines += ["", "Targets:", ""] + [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['detail']})"
+                                     for t in report["targets"]]
+    lines += ["", "Settings: " + "; ".join(f"{r['label']}: {r['settings']}" for r in rows.values()),
+              "", f"GFLOP/s = estimated training FLOPs / seconds of the training epochs; {report['flops_formula']}."]
+    if report["errors"]:
+        lines += ["", "Failed: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="Time to accuracy: hf_adapt's recipes against Trainer/peft/sklearn.",
+                                   description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.set_defaults(func=run_bench_command)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="Folder with train/validation/test.csv (text,label).")
+    parser.add_argument("--output-dir", required=True, help="Where the subset, logs, models, bench.json/.md go.")
+    parser.add_argument("--train-rows", type=int, default=5000, help="Seeded subset of train.csv (0 = all).")
+    parser.add_argument("--variants", default=",".join([*VARIANTS, "predict"]),
+                        help=f"Comma-separated, from: {', '.join(RUNNERS)}.")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--lock", help="flock this file around each measurement (e.g. /tmp/hf_adapt_cpu.lock).")
+    parser.add_argument("--peak-size", type=int, default=2048, help="Matrix size of the matmul-peak measurement.")
+    parser.add_argument("--set", action="append", default=[], metavar="VARIANT:key=value",
+                        help="Extra recipe override for an hf_adapt variant, e.g. hf_adapt_full:train.epochs=2.")
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    extra: dict[str, list[str]] = {}
+    for item in args.set:
+        variant, sep, override = item.partition(":")
+        if not sep or variant not in HF_ADAPT_RECIPES:
+            raise HfAdaptError(f"--set {item!r} must look like VARIANT:section.key=value with VARIANT one of "
+                               f"{', '.join(HF_ADAPT_RECIPES)}")
+        extra.setdefault(variant, []).append(override)
+    spec = BenchSpec(data_dir=args.data, output_dir=args.output_dir, train_rows=args.train_rows or None,
+                     variants=[v.strip() for v in args.variants.split(",") if v.strip()], model=args.model,
+                     seed=args.seed, lock=args.lock, peak_size=args.peak_size, hf_adapt_overrides=extra)
+    report = run_benchmark(spec)
+    print(render_markdown(report))
+    print(f"[bench] wrote {Path(args.output_dir) / 'bench.json'} and bench.md")
+    if report["errors"]:
+        raise HfAdaptError("variant(s) failed: " + "; ".join(f"{k} ({v})" for k, v in report["errors"].items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hf_adapt.bench")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    known, rest = parser.parse_known_args(argv)
+    if known.child:
+        return run_child(Path(known.spec), known.child, Path(known.result))
+    from hf_adapt.cli import main as cli_main
+
+    return cli_main(["bench", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

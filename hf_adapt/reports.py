@@ -1,0 +1,148 @@
+"""Report directories: several runs of one experiment, and one Markdown + JSON + PNG report on them.
+
+`hf-adapt groupwise` and `hf-adapt compare` both train a handful of runs into subdirectories of a
+report directory and then write `report.md`, `report.json` and `report.png` beside them. This
+module holds what they share: refusing (or reusing) existing runs, Markdown tables, and writing
+the report files atomically, so a report directory never holds a half-written report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_adapt.config import RecipeConfig
+from hf_adapt.errors import HfAdaptError
+
+REPORT_FILES = ("report.md", "report.json", "report.png")
+# Keys that say how to run, not what is trained: a finished run differing only there is reusable.
+RUN_CONTROL_KEYS = (("train", "overwrite"), ("train", "resume"))
+
+
+def check_report_dir(directory: Path, *, overwrite: bool, reuse: bool) -> None:
+    """Refuse a non-empty report directory unless its runs may be replaced or reused."""
+    if directory.exists() and not directory.is_dir():
+        raise HfAdaptError(f"--report {directory} is a file; give a directory")
+    if directory.is_dir() and any(directory.iterdir()) and not (overwrite or reuse):
+        raise HfAdaptError(f"--report {directory} already exists and is not empty; choose another directory, "
+                           f"pass --reuse to keep its finished runs of the same recipes, or --overwrite")
+
+
+def finished_run(config: RecipeConfig, *, reuse: bool) -> dict[str, Any] | None:
+    """The `metrics.json` of a finished run of this very recipe in `train.output_dir`, if reusable.
+
+    Returns `None` when the run must be trained. With `reuse`, a finished run whose `recipe.yaml`
+    differs from `config` is an error (rather than silently reporting on other settings).
+    """
+    output_dir = Path(config.train.output_dir)
+    metrics, recipe = output_dir / "metrics.json", output_dir / "recipe.yaml"
+    if not (reuse and metrics.is_file() and recipe.is_file()):
+        return None
+    if _comparable(yaml.safe_load(recipe.read_text(encoding="utf-8"))) != _comparable(config.to_dict()):
+        if config.train.overwrite:
+            return None
+        raise HfAdaptError(f"{output_dir} holds a run of a different recipe than this one; pass --overwrite "
+                           f"to retrain it, or choose another --report directory")
+    print(f"[hf_adapt] reusing the finished run in {output_dir}")
+    return json.loads(metrics.read_text(encoding="utf-8"))
+
+
+def resume_if_interrupted(config: RecipeConfig, *, reuse: bool) -> RecipeConfig:
+    """With `reuse`, a run that was interrupted after a complete checkpoint continues from it."""
+    from hf_adapt.engine import last_complete_checkpoint
+
+    output_dir = Path(config.train.output_dir).resolve()
+    work_dir = output_dir.parent / f".{output_dir.name}.work"  # where engine.check_output_dir keeps checkpoints
+    if not reuse or config.train.overwrite or last_complete_checkpoint(work_dir) is None:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, resume=True))
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    recipe = yaml.safe_load(yaml.safe_dump(recipe))  # same types as a recipe.yaml read back
+    for section, key in RUN_CONTROL_KEYS:
+        recipe.get(section, {}).pop(key, None)
+    return recipe
+
+
+def safe_name(name: str) -> str:
+    """A directory-safe form of a group or variant name ('Home & Kitchen' -> 'Home_Kitchen')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "unnamed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def fmt(value: Any, spec: str = ".3f") -> str:
+    """A table cell: numbers with `spec`, missing values (None, NaN) as an en dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]], *, numeric: set[int] | None = None) -> str:
+    """A GitHub Markdown table; columns listed in `numeric` (indices) are right-aligned."""
+    numeric = numeric if numeric is not None else set(range(1, len(headers)))
+    rule = ["---:" if i in numeric else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def human_count(n: int) -> str:
+    """22,713,218 -> '22.7M'; 1,538 -> '1.5k'."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)
+
+
+def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """`plt.subplots` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def write_report(directory: Path, markdown: str, data: dict[str, Any], figure: Any) -> dict[str, Path]:
+    """Write report.md, report.json and report.png into `directory`, each by an atomic rename."""
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / name for name in REPORT_FILES}
+    staged = {name: directory / f".{name}.tmp-{os.getpid()}" for name in REPORT_FILES}
+    try:
+        staged["report.md"].write_text(markdown.rstrip() + "\n", encoding="utf-8")
+        staged["report.json"].write_text(json.dumps(_json_ready(data), indent=2) + "\n", encoding="utf-8")
+        figure.savefig(staged["report.png"], dpi=120, bbox_inches="tight", format="png")
+        for name in REPORT_FILES:
+            os.replace(staged[name], paths[name])
+    finally:
+        plt.close(figure)
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    return paths
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN -> None (JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value

@@ -1,0 +1,282 @@
+"""Bad input is refused with one line that names the problem and what to do, exit status 2, no
+traceback (unless --debug), and nothing written.
+
+Every case is one row of `CASES`: an id, a function that lays out the bad input in a fresh
+directory and returns the `hf-adapt` arguments, and a piece of the expected message (`{root}`
+stands for that directory, so the message is checked to name the file). Each row runs through
+`hf_adapt.cli.main` in-process; a few also run through the real console script in a subprocess.
+The closing note lists these rows with the line each prints (`pytest -s -k test_bad_input -rA`
+shows them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_recipe, write_sentiment_csvs
+
+from hf_adapt.cli import main
+
+HF_ADAPT = Path(sys.executable).parent / "hf-adapt"
+
+
+class Workspace:
+    """A fresh directory with good data and a good tiny model; cases spoil one thing each."""
+
+    def __init__(self, root: Path, model: Path):
+        self.root, self.model = root, model
+        self.data = write_sentiment_csvs(root / "data", rows=24)
+        self.output_dir = root / "out"
+
+    def file(self, name: str, content: str | bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return str(path)
+
+    def recipe(self, **sections: dict) -> str:
+        recipe = tiny_recipe(self.model, self.data, self.output_dir)
+        for section, values in sections.items():
+            recipe.setdefault(section, {}).update(values)
+        return self.file("recipe.yaml", yaml.safe_dump(recipe))
+
+    def train(self, *extra: str, **sections: dict) -> list[str]:
+        return ["train", self.recipe(**sections), *extra]
+
+    def train_on(self, key: str, name: str, content: str | bytes) -> list[str]:
+        """`train` with `data.KEY` naming a file NAME that holds `content`."""
+        return self.train(data={key: self.file(name, content)})
+
+    def after(self, _: object) -> "Workspace":
+        """Chain a setup step into a case's one-liner: `w.after(w.file(...)).train()`."""
+        return self
+
+    def model_folder(self, name: str, *, weights: str = "safetensors", config: dict | None = None) -> str:
+        """A copy of the tiny model: `weights` 'pickle' swaps model.safetensors for a booby-trapped
+        pytorch_model.bin (loading it would create PWNED); `config` entries go into config.json."""
+        folder = self.root / name
+        folder.mkdir()
+        for path in self.model.iterdir():
+            if weights == "safetensors" or path.name != "model.safetensors":
+                (folder / path.name).write_bytes(path.read_bytes())
+        if weights == "pickle":
+            torch.save({"weights": Trap(str(self.root / "PWNED"))}, folder / "pytorch_model.bin")
+        if config:
+            data = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**data, **config}))
+        return str(folder)
+
+
+class Trap:
+    """Unpickling this runs code: the reason hf_adapt never unpickles weights."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@dataclass
+class Bad:
+    id: str
+    argv: Callable[[Workspace], list[str]]
+    expect: str  # a piece of the message; {root} is the case's directory, {model} the good model
+
+
+TEXTS = "text,label\ngood film,positive\nbad film,negative\n"
+LATIN1 = "text,label\ncafé bon,positive\nbad,negative\n".encode("latin-1")
+CUSTOM_CODE = {"architectures": ["CustomModel"], "model_type": "custombert",
+               "auto_map": {"AutoConfig": "custom.CustomConfig",
+                            "AutoModelForSequenceClassification": "custom.CustomModel"}}
+UNSEEN = "label(s) 'neutral' in column 'label' never occur in the training data (known: negative, positive)"
+
+CASES = [
+    # --- data files
+    Bad("train-file-missing", lambda w: w.train(data={"train_file": f"{w.root}/missing.csv"}),
+        "data file {root}/missing.csv not found: check the path"),
+    Bad("validation-file-missing", lambda w: w.train(data={"validation_file": f"{w.root}/val.csv"}),
+        "data file {root}/val.csv not found"),
+    Bad("empty-file", lambda w: w.train_on("train_file", "empty.csv", ""), "{root}/empty.csv: the file is empty"),
+    Bad("header-only", lambda w: w.train_on("train_file", "header.csv", "text,label\n"), "{root}/header.csv: no rows"),
+    Bad("not-utf8", lambda w: w.train_on("train_file", "latin1.csv", LATIN1),
+        "{root}/latin1.csv: not UTF-8 text; save the file as UTF-8"),
+    Bad("csv-unclosed-quote", lambda w: w.train_on("train_file", "quote.csv", 'text,label\n"good,positive\nbad,neg\n'),
+        "{root}/quote.csv: could not be read as CSV (Error tokenizing data"),
+    Bad("csv-extra-fields", lambda w: w.train_on("train_file", "ragged.csv", TEXTS + "meh,negative,oops,again\n"),
+        "{root}/ragged.csv: could not be read as CSV (Error tokenizing data. C error: Expected 2 fields in line 4, "
+        "saw 4)"),
+    Bad("csv-tab-separated", lambda w: w.train_on("train_file", "tabs.csv", TEXTS.replace(",", "\t")),
+        "{root}/tabs.csv: no column 'text' (found: text\tlabel); set data.text_column, or, as the file separates "
+        "columns with a tab, save it comma-separated (or name it .tsv)"),
+    Bad("json-malformed", lambda w: w.train_on("train_file", "bad.json", '[{"text": "good", "label": '),
+        "{root}/bad.json: could not be read as JSON"),
+    Bad("jsonl-malformed-line", lambda w: w.train_on("train_file", "bad.jsonl",
+                                                     '{"text": "good", "label": "positive"}\n{"text": bad}\n'),
+        "{root}/bad.jsonl: could not be read as JSON (JSON parse error"),
+    Bad("unsupported-format", lambda w: w.train_on("train_file", "train.xlsx", "x"),
+        "{root}/train.xlsx: unsupported file type '.xlsx'; use .csv, .tsv, .json, .jsonl or .parquet"),
+    # --- columns and values
+    Bad("text-column-missing", lambda w: w.train(data={"text_column": "sentence"}),
+        "{root}/data/train.csv: no column 'sentence' (found: text, label); set data.text_column"),
+    Bad("label-column-missing", lambda w: w.train(data={"label_column": "sentiment"}),
+        "no column 'sentiment' (found: text, label); set data.label_column"),
+    Bad("empty-text", lambda w: w.train_on("train_file", "t.csv", TEXTS + '"   ",negative\n'),
+        "{root}/t.csv: empty or NaN text in column 'text' at data row 3"),
+    Bad("nan-text", lambda w: w.train_on("train_file", "t.csv", TEXTS + ",negative\n"),
+        "{root}/t.csv: empty or NaN text in column 'text' at data row 3"),
+    # --- labels
+    Bad("nan-label", lambda w: w.train_on("train_file", "t.csv", TEXTS + "fine film,\n"),
+        "{root}/t.csv: empty or NaN label in column 'label' at data row 3"),
+    Bad("unseen-label-validation", lambda w: w.train_on("validation_file", "v.csv", TEXTS + "so so,neutral\n"),
+        "{root}/v.csv: " + UNSEEN),
+    Bad("unseen-label-test", lambda w: w.train_on("test_file", "t.csv", TEXTS + "so so,neutral\n"),
+        "{root}/t.csv: " + UNSEEN),
+    Bad("single-class", lambda w: w.train_on("train_file", "t.csv", "text,label\ngood,positive\nfine,positive\n"),
+        "{root}/t.csv: training data has a single class ('positive')"),
+    # --- the recipe YAML and overrides
+    Bad("recipe-missing", lambda w: ["train", f"{w.root}/nope.yaml"], "recipe file {root}/nope.yaml not found"),
+    Bad("yaml-syntax", lambda w: ["train", w.file("r.yaml", "model:\n  name_or_path: [oops\ntrain: {}\n")],
+        "{root}/r.yaml: invalid YAML at line 3, column 6: expected ',' or ']', but got ':'; fix the syntax"),
+    Bad("yaml-not-a-mapping", lambda w: ["train", w.file("r.yaml", "- model\n- data\n")],
+        "{root}/r.yaml: a recipe must be a mapping of sections"),
+    Bad("unknown-key", lambda w: w.train(optim={"learnin_rate": 1e-3}),
+        "{root}/recipe.yaml: unknown key 'optim.learnin_rate' (did you mean 'optim.learning_rate'?)"),
+    Bad("unknown-section", lambda w: w.train(trainer={"epochs": 1}),
+        "unknown section 'trainer' (did you mean 'train'?)"),
+    Bad("unknown-override-key", lambda w: w.train("train.epoch=2"),
+        "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+    Bad("override-syntax", lambda w: w.train("optim.learning_rate"),
+        "override 'optim.learning_rate' must look like section.key=value"),
+    Bad("wrong-type", lambda w: w.train(train={"epochs": "three"}), "train.epochs must be a number, got 'three'"),
+    Bad("wrong-type-bool", lambda w: w.train(train={"group_by_length": "sometimes"}),
+        "train.group_by_length must be true/false, got 'sometimes'"),
+    Bad("lr-zero", lambda w: w.train(optim={"learning_rate": 0}), "optim.learning_rate must be > 0, got 0.0"),
+    Bad("lr-negative", lambda w: w.train("optim.learning_rate=-1e-5"), "optim.learning_rate must be > 0, got -1e-05"),
+    Bad("decay-above-one", lambda w: w.train(optim={"layer_decay": 1.5}),
+        "optim.layer_decay must be in (0, 1], got 1.5"),
+    Bad("decay-zero", lambda w: w.train(optim={"layer_decay": 0}), "optim.layer_decay must be in (0, 1], got 0.0"),
+    Bad("several-errors-at-once", lambda w: w.train(optim={"learning_rate": -1, "layer_decay": 2}),
+        "optim.learning_rate must be > 0, got -1.0; optim.layer_decay must be in (0, 1], got 2.0"),
+    Bad("unknown-strategy", lambda w: w.train(adapt={"strategy": "qlora"}),
+        "adapt.strategy must be one of full, partial, lora, got 'qlora'"),
+    Bad("lora-option-in-full-recipe", lambda w: w.train(adapt={"lora_r": 16}),
+        "adapt.lora_r apply to strategy 'lora' only, but adapt.strategy is 'full'"),
+    Bad("freeze-more-layers-than-model", lambda w: w.train(adapt={"strategy": "partial", "freeze_layers": 5}),
+        "adapt.freeze_layers is 5 but the model has 2 encoder layers; use at most 2"),
+    Bad("max-length-beyond-model", lambda w: w.train(model={"max_length": 4096}),
+        "model.max_length is 4096 but {model} accepts at most 64 tokens; set model.max_length to 64 or less"),
+    # --- model paths and model code
+    Bad("model-folder-missing", lambda w: w.train(model={"name_or_path": f"{w.root}/no-model"}),
+        "model.name_or_path '{root}/no-model': no such folder; give a local model folder or a Hub id"),
+    Bad("pickle-weights-only", lambda w: w.train(model={"name_or_path": w.model_folder("bin", weights="pickle")}),
+        "model.name_or_path {root}/bin: only pickle weights (pytorch_model.bin), which hf_adapt never loads"),
+    Bad("remote-code-not-trusted",
+        lambda w: w.train(model={"name_or_path": w.model_folder("custom", config=CUSTOM_CODE)}),
+        "needs its own Python code to load; set model.trust_remote_code: true only if you have read and trust "
+        "that code"),
+    # --- LoRA targets
+    Bad("lora-target-absent",
+        lambda w: w.train(adapt={"strategy": "lora", "lora_target_modules": ["q_proj", "v_proj"]}),
+        "adapt.lora_target_modules ['q_proj', 'v_proj'] not found in the model; Linear modules it has: "),
+    Bad("lora-target-in-head", lambda w: w.train(adapt={"strategy": "lora", "lora_target_modules": ["classifier"]}),
+        "adapt.lora_target_modules ['classifier'] are in the classifier head, which is trained fully"),
+    # --- output directories
+    Bad("output-dir-not-empty", lambda w: w.after(w.file("out/keep.txt", "precious")).train(),
+        "train.output_dir {root}/out already exists and is not empty; choose another directory or pass --overwrite"),
+    Bad("output-dir-is-a-file", lambda w: w.train(train={"output_dir": w.file("out.txt", "x")}),
+        "train.output_dir {root}/out.txt is a file"),
+    Bad("unfinished-run-without-resume",
+        lambda w: w.after(w.file(".out.work/checkpoint-3/trainer_state.json", "{}")).train(),
+        "{root}/.out.work holds checkpoints of an unfinished run into {root}/out; pass --resume"),
+    Bad("resume-without-checkpoint", lambda w: w.train("--resume"),
+        "--resume: no checkpoint found in {root}/.out.work"),
+    # --- hub settings
+    Bad("hub-push-without-repo", lambda w: w.train(hub={"push": True}), "hub.push is true but hub.repo_id is not set"),
+    Bad("hub-repo-id-malformed", lambda w: w.train(hub={"push": True, "repo_id": "just-a-name"}),
+        "hub.repo_id must look like ORG/NAME, got 'just-a-name'"),
+    Bad("hub-to-invalid", lambda w: w.train(hub={"to": "s3"}), "hub.to must be local or hub, got 's3'"),
+    Bad("push-dir-without-model", lambda w: ["push", str(w.root / "data"), "--repo-id", "me/model"],
+        "push: {root}/data holds no model"),
+    # --- predict and eval
+    Bad("predict-batch-size-zero", lambda w: ["predict", "--model", str(w.model), "--batch-size", "0"],
+        "--batch-size must be > 0, got 0"),
+    Bad("predict-model-missing", lambda w: ["predict", "--model", f"{w.root}/nothing", "--input", str(w.data["test"])],
+        "model directory {root}/nothing not found"),
+    Bad("eval-labels-unknown-to-model", lambda w: ["eval", "--model", str(w.model), "--data", str(w.data["test"])],
+        "{root}/data/test.csv: labels ['negative', 'positive'] are unknown to the model"),
+]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, tiny_bert: Path) -> Workspace:
+    model = tmp_path / "bert"  # a copy outside the workspace (messages name it as {model})
+    model.mkdir()
+    for path in tiny_bert.iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "w").mkdir()
+    return Workspace(tmp_path / "w", model)
+
+
+def test_the_table_is_large_and_unique() -> None:
+    assert len(CASES) >= 25
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Bad, workspace: Workspace, capsys: pytest.CaptureFixture) -> None:
+    argv = case.argv(workspace)
+    before = snapshot(workspace.root)
+    capsys.readouterr()
+
+    code = main(argv)
+
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("hf-adapt:")]
+    assert code == 2, err[-2000:]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1]  # one line, and the last
+    assert errors[0].startswith("hf-adapt: error: ")
+    assert case.expect.format(root=workspace.root, model=workspace.model) in errors[0], errors[0]
+    assert "Traceback" not in err
+    assert snapshot(workspace.root) == before  # nothing written: no output, staging or work dir
+    assert not (workspace.root / "PWNED").exists()  # no pickle was ever opened
+    print(f"{case.id}: {errors[0]}")
+
+
+@pytest.mark.parametrize("case_id", ["unknown-key", "lora-target-absent"])  # found at load time / after model load
+def test_console_script_prints_one_line_and_exits_2(case_id: str, workspace: Workspace) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    argv = case.argv(workspace)
+    before = snapshot(workspace.root)
+    done = subprocess.run([str(HF_ADAPT), *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("hf-adapt: error: ")
+    assert case.expect.format(root=workspace.root, model=workspace.model) in last
+    assert snapshot(workspace.root) == before
+
+
+def test_debug_shows_the_traceback(workspace: Workspace) -> None:
+    argv = next(c for c in CASES if c.id == "train-file-missing").argv(workspace)
+    done = subprocess.run([str(HF_ADAPT), *argv, "--debug"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback (most recent call last)" in done.stderr and "HfAdaptError" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("hf-adapt: error: data file ")

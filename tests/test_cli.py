@@ -1,0 +1,181 @@
+"""Tests for the `hf-adapt` command line (train, eval, predict) and scripts/train.py, in-process
+through `hf_adapt.cli.main`, plus one run of the real console script."""
+
+import csv
+import io
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, tiny_recipe, write_sentiment_csvs
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from hf_adapt.cli import main
+from hf_adapt.config import config_from_dict
+from hf_adapt.engine import run_recipe
+
+HF_ADAPT = Path(sys.executable).parent / "hf-adapt"
+TEXTS = ["good movie", "the plot was awful", "a really great film", "dull and boring"]
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    return write_sentiment_csvs(tmp_path_factory.mktemp("data"), rows=48)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_models, data, tmp_path_factory) -> Path:
+    """One trained tiny model directory, shared by the eval and predict tests."""
+    output = tmp_path_factory.mktemp("trained") / "model"
+    run_recipe(config_from_dict(tiny_recipe(tiny_models["bert"], data, output, train={"epochs": 2})))
+    return output
+
+
+def expected_labels(model_dir: Path, texts: list[str]) -> list[str]:
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        ids = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.argmax(-1)
+    return [model.config.id2label[int(i)] for i in ids]
+
+
+def last_json(stdout: str) -> dict:
+    """The summary `hf-adapt train` prints last: an indented JSON object starting on a line of its own."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
+    output = tmp_path / "out"
+
+    code = main(["train", str(recipe), f"train.output_dir={output}", "train.max_steps=2"])
+
+    assert code == 0
+    printed = last_json(capsys.readouterr().out)
+    assert printed["output_dir"] == str(output.resolve())
+    assert set(printed["metrics"]) == {"validation", "test"}
+    saved = json.loads((output / "metrics.json").read_text())
+    assert saved["metrics"] == printed["metrics"] and saved["train"]["steps"] == 2
+    resolved = yaml.safe_load((output / "recipe.yaml").read_text())
+    assert resolved["train"]["output_dir"] == str(output) and resolved["train"]["max_steps"] == 2
+
+
+def test_a_bad_recipe_exits_2_with_one_line(tiny_bert, data, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out",
+                                                                optim={"learning_rte": 1e-3}))
+
+    code = main(["train", str(recipe)])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hf-adapt: error: ")
+    assert str(recipe) in err and "did you mean 'optim.learning_rate'?" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_is_refused_when_not_empty_and_replaced_with_overwrite(tiny_bert, data, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, output, train={"max_steps": 1}))
+
+    assert main(["train", str(recipe)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (output / "notes.txt").read_text() == "mine"
+
+    assert main(["train", str(recipe), "--overwrite"]) == 0
+    assert (output / "model.safetensors").is_file() and not (output / "notes.txt").exists()
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_bert, data, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
+
+    code = main(["train", str(recipe), "--resume"])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--resume: no checkpoint found in" in err and "run without --resume" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_script_takes_the_same_arguments_and_exit_codes(tiny_bert, data, tmp_path, capsys):
+    script = runpy.run_path(str(REPO / "scripts" / "train.py"), run_name="train_script")
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
+
+    assert script["main"]([str(recipe), "train.max_steps=1"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert script["main"]([str(recipe), "train.max_steps=1"]) == 2  # exists: refused, as hf-adapt train
+    assert "already exists" in capsys.readouterr().err
+    assert script["main"]([str(recipe), "train.max_steps=1", "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# eval and predict
+
+
+def test_eval_prints_and_writes_the_metrics_of_a_labelled_file(trained, data, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+
+    code = main(["eval", "--model", str(trained), "--data", str(data["test"]), "--json", str(out)])
+
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert {"accuracy", "macro_f1", "mcc", "f1_negative", "f1_positive"} <= set(printed)
+    # the same number the training run reported for its test split
+    assert printed["accuracy"] == pytest.approx(json.loads((trained / "metrics.json").read_text())
+                                                ["metrics"]["test"]["accuracy"])
+
+
+def test_predict_a_csv_file_into_jsonl_and_csv(trained, data, tmp_path):
+    texts = [row["text"] for row in csv.DictReader(data["test"].open())]
+
+    assert main(["predict", "--model", str(trained), "--input", str(data["test"]),
+                 "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert main(["predict", "--model", str(trained), "--input", str(data["test"]),
+                 "--output", str(tmp_path / "p.csv")]) == 0
+
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == texts  # input order
+    assert [r["label"] for r in rows] == expected_labels(trained, texts)
+    assert all(0.5 <= r["score"] <= 1.0 for r in rows)
+    with (tmp_path / "p.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(r["text"], r["label"]) for r in table] == [(r["text"], r["label"]) for r in rows]
+    assert list(table[0]) == ["text", "label", "score"]
+
+
+def test_predict_reads_stdin_and_prints_json_lines(trained, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("good movie\n\nthe plot was awful\n"))
+
+    assert main(["predict", "--model", str(trained)]) == 0
+
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["good movie", "the plot was awful"]  # blank lines skipped
+    assert [r["label"] for r in rows] == expected_labels(trained, ["good movie", "the plot was awful"])
+
+
+def test_console_script_predicts_from_stdin(trained):
+    completed = subprocess.run([str(HF_ADAPT), "predict", "--model", str(trained)], input="\n".join(TEXTS) + "\n",
+                               capture_output=True, text=True, timeout=300, check=False)
+
+    assert completed.returncode == 0, completed.stderr
+    rows = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [r["label"] for r in rows] == expected_labels(trained, TEXTS)

@@ -1,0 +1,233 @@
+"""Surviving interruption: a run killed with SIGKILL resumes with `--resume` to the result of an
+uninterrupted run; Ctrl-C saves a checkpoint and exits with 130; a failing final save leaves the
+previous output untouched and nothing half-written beside it.
+
+The kill tests start `hf-adapt train` in a subprocess and send it real signals once the first
+checkpoint is on disk, as a user (or a scheduler) would; the reference run and the resumed runs
+finish in this process, with the same single thread, so their arithmetic is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_recipe, write_sentiment_csvs
+from transformers import TrainerCallback
+
+from hf_adapt import cards, engine
+from hf_adapt.cli import main
+from hf_adapt.engine import last_complete_checkpoint
+from hf_adapt.recipes import full
+
+HF_ADAPT = [sys.executable, "-m", "hf_adapt.cli"]
+# One thread per process: the reference and the resumed run must do the same float arithmetic.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def write_recipe(tmp: Path, model_dir: Path, data: dict[str, Path], name: str) -> Path:
+    """36 optimizer steps (60 rows, batches of 5, 3 epochs) with an evaluation and a checkpoint every
+    6: long enough to be killed in the middle; the checkpoints are kept, so the weights at the last
+    step can be compared too, not only the best ones that are published."""
+    recipe = tiny_recipe(model_dir, data, tmp / name,
+                         train={"epochs": 3, "batch_size": 5, "eval_strategy": "steps", "eval_steps": 6,
+                                "logging_steps": 6, "keep_checkpoints": True, "save_total_limit": 10})
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def start(recipe: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*HF_ADAPT, "train", str(recipe), *extra], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run(recipe: Path, *extra: str) -> None:
+    """Finish a run in this process (no start-up cost) with the one thread the subprocesses use."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", str(recipe), *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, work_dir: Path, timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = last_complete_checkpoint(work_dir)
+        if last is not None:
+            return last
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"no checkpoint appeared in {work_dir} within {timeout} s")
+
+
+def final_state(output_dir: Path) -> tuple[dict, dict, list]:
+    """(metrics, weights digest, evaluation history) of a finished run."""
+    metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]
+    weights = hashlib.sha256((output_dir / "model.safetensors").read_bytes()).hexdigest()
+    work_dir = output_dir.parent / f".{output_dir.name}.work"
+    last = Path(last_complete_checkpoint(work_dir))
+    state = json.loads((last / "trainer_state.json").read_text())
+    last_weights = hashlib.sha256((last / "model.safetensors").read_bytes()).hexdigest()
+    evals = [{k: v for k, v in entry.items() if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+             for entry in state["log_history"] if "eval_loss" in entry]
+    return metrics, {"published": weights, "last_step": state["global_step"], "last_step_weights": last_weights}, evals
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> dict:
+    """The data, and the uninterrupted reference run every interrupted run must reproduce."""
+    tmp = tmp_path_factory.mktemp("faults")
+    data = write_sentiment_csvs(tmp / "data", rows=60)
+    reference = write_recipe(tmp, tiny_models["bert"], data, "reference")
+    run(reference)
+    return {"tmp": tmp, "data": data, "model": tiny_models["bert"], "reference": final_state(tmp / "reference")}
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pytest.CaptureFixture) -> None:
+    tmp = setup["tmp"]
+    recipe = write_recipe(tmp, setup["model"], setup["data"], "killed")
+    output_dir, work_dir = tmp / "killed", tmp / ".killed.work"
+    process = start(recipe)
+    first = wait_for_checkpoint(process, work_dir)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not output_dir.exists()  # killed before the end: no output, not a half-written one
+    assert not list(tmp.glob(".killed.tmp-*"))
+
+    assert main(["train", str(recipe)]) == 2  # a restart without --resume is refused ...
+    assert "pass --resume to continue it" in capsys.readouterr().err  # ... and says what to do
+
+    run(recipe, "--resume")
+    assert "resuming from" in capsys.readouterr().out
+    assert 6 <= int(first.rsplit("-", 1)[-1]) < 36
+    metrics, weights, evals = final_state(output_dir)
+    ref_metrics, ref_weights, ref_evals = setup["reference"]
+    assert metrics == ref_metrics
+    assert evals == ref_evals  # every evaluation along the way, not only the last
+    assert weights == ref_weights  # byte-identical weights: published (best) and at the last step
+    assert weights["last_step"] == 36
+
+
+def test_ctrl_c_saves_checkpoint_exits_130_and_resumes(setup: dict) -> None:
+    tmp = setup["tmp"]
+    recipe = write_recipe(tmp, setup["model"], setup["data"], "interrupted")
+    output_dir, work_dir = tmp / "interrupted", tmp / ".interrupted.work"
+    process = start(recipe)
+    first = wait_for_checkpoint(process, work_dir)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr[-3000:]
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("hf-adapt: interrupted: training stopped at step")
+    assert "--resume" in last_line and "Traceback" not in stderr
+    step = int(last_line.split("at step ")[1].split(";")[0])
+    # The checkpoint is the step it stopped at, fully written, and nothing was published.
+    assert last_complete_checkpoint(work_dir) == str(work_dir / f"checkpoint-{step}")
+    assert step >= int(first.rsplit("-", 1)[-1])
+    assert not output_dir.exists()
+
+    run(recipe, "--resume")
+    assert final_state(output_dir) == setup["reference"]
+
+
+class SignalAtStep(TrainerCallback):
+    """Sends this process SIGINT at the end of one step, as a Ctrl-C landing exactly there would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("step", [5, 12], ids=["mid-epoch", "last-step-of-epoch"])
+def test_ctrl_c_at_any_step_resumes_to_the_uninterrupted_result(tmp_path: Path, tiny_bert: Path, step: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations (and so the best checkpoint) must not change: mid-epoch, the checkpoint is saved
+    without an extra evaluation; at an epoch's last step, after the epoch's own evaluation."""
+    data = write_sentiment_csvs(tmp_path / "data", rows=60)  # 12 steps per epoch
+    recipes = {}
+    for name in ("reference", "stopped"):
+        recipe = tiny_recipe(tiny_bert, data, tmp_path / name,
+                             train={"epochs": 2, "batch_size": 5, "keep_checkpoints": True})
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    run(recipes["reference"])
+
+    original = engine.run_recipe
+    monkeypatch.setattr(full, "run_recipe", lambda config: original(config, callbacks=[SignalAtStep(step)]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", str(recipes["stopped"])]) == 130
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.undo()
+    work_dir = tmp_path / ".stopped.work"
+    assert last_complete_checkpoint(work_dir) == str(work_dir / f"checkpoint-{step}")
+    state = json.loads((work_dir / f"checkpoint-{step}" / "trainer_state.json").read_text())
+    assert sum("eval_loss" in entry for entry in state["log_history"]) == (1 if step == 12 else 0)
+
+    run(recipes["stopped"], "--resume")
+    assert final_state(tmp_path / "stopped") == final_state(tmp_path / "reference")
+
+
+def test_resume_skips_a_checkpoint_left_half_written(tmp_path: Path) -> None:
+    work_dir = tmp_path / ".run.work"
+    for step, complete in ((10, True), (20, True), (30, False)):  # killed while writing checkpoint-30
+        folder = work_dir / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(work_dir) == str(work_dir / "checkpoint-20")
+    assert last_complete_checkpoint(tmp_path / ".missing.work") is None
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_failed_final_save_leaves_previous_output_untouched(tmp_path: Path, tiny_bert: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    output_dir = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, data, output_dir)), encoding="utf-8")
+    assert main(["train", str(recipe)]) == 0
+    before = snapshot(output_dir)
+    assert "model.safetensors" in before and "README.md" in before
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full while writing the card")
+
+    monkeypatch.setattr(cards, "write_model_card", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(["train", str(recipe), "optim.learning_rate=0.01", "--overwrite"])
+    assert snapshot(output_dir) == before  # the good model still stands, byte for byte
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run."))
+    assert leftovers == [".run.work"]  # no staging or backup dirs; only the checkpoints, for --resume
+
+    monkeypatch.undo()
+    assert main(["train", str(recipe), "optim.learning_rate=0.01", "--overwrite", "--resume"]) == 0
+    after = snapshot(output_dir)
+    assert after["model.safetensors"] != before["model.safetensors"]  # now replaced, by the new run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")) == []

@@ -1,0 +1,217 @@
+"""End-to-end recipe runs on tiny models of every family: train a few steps, save, reload with plain
+transformers (and peft for adapters), and predict exactly what the trained model in memory
+predicts; weights that should be frozen did not move, trainable ones did. Plus the training
+options: seeding, early stopping, class weights, step-wise evaluation, checkpoints, TensorBoard.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAMILIES, tiny_recipe, write_sentiment_csvs
+from sklearn.utils.class_weight import compute_class_weight
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainerCallback,
+    pipeline,
+)
+
+from hf_adapt.config import config_from_dict
+from hf_adapt.data import load_task_data, tokenize_splits
+from hf_adapt.engine import balanced_class_weights, build_trainer, run_recipe
+from hf_adapt.modeling import load_model, load_tokenizer, load_trained
+
+TEXTS = ["good movie", "the plot was awful and boring", "a really great film", "dull", "it is quite nice and sad"]
+# adapt sections of the recipes, by test id
+RECIPE_ADAPT = {
+    "full": {"strategy": "full"},
+    "partial": {"strategy": "partial", "freeze_embeddings": True, "freeze_layers": 1},
+    "features": {"strategy": "partial", "freeze_encoder": True},
+    "lora": {"strategy": "lora", "lora_r": 4},
+}
+# which parts must stay exactly as they were (LoRA: every original weight)
+FROZEN = {"full": set(), "partial": {"embeddings", "layer0"}, "features": {"embeddings", "layer0", "layer1"}}
+
+
+class CaptureModel(TrainerCallback):
+    """Keeps the trained model object and its weights when training begins and ends."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        self.before = snapshot(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = snapshot(model)
+        self.log_history = list(state.log_history)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def part_of(name: str, base_prefix: str) -> str:
+    """'layer0', 'layer1', 'embeddings' or 'head', from the parameter name alone."""
+    name = name.removeprefix("base_model.model.")
+    layer = re.search(r"\.layers?\.(\d+)\.", name)
+    if layer:
+        return f"layer{layer.group(1)}"
+    return "embeddings" if name.startswith(base_prefix + ".") and ".pooler." not in name else "head"
+
+
+@torch.no_grad()
+def logits_of(model: torch.nn.Module, tokenizer, texts: list[str] = TEXTS) -> torch.Tensor:
+    model.eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    return model(**batch).logits
+
+
+def train(recipe: dict) -> tuple:
+    """Run a recipe dict through the shared engine, capturing the trained model."""
+    capture = CaptureModel()
+    return run_recipe(config_from_dict(recipe), callbacks=[capture]), capture
+
+
+@pytest.fixture(scope="module")
+def small_csvs(tmp_path_factory) -> dict[str, Path]:
+    return write_sentiment_csvs(tmp_path_factory.mktemp("data"), rows=48)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every recipe x every family
+
+
+@pytest.mark.parametrize("recipe", RECIPE_ADAPT)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tmp_path, family, recipe):
+    output = tmp_path / "out"
+    result, capture = train(tiny_recipe(tiny_models[family], small_csvs, output, adapt=RECIPE_ADAPT[recipe]))
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    expected = logits_of(capture.model, tokenizer)
+
+    # the output: a complete plain transformers model, and nothing left beside it
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "recipe.yaml",
+                 "metrics.json", "README.md"):
+        assert (output / name).is_file(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no work or staging directory left
+    assert result.output_dir == str(output.resolve())
+    assert set(result.metrics) == {"validation", "test"}
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(output)
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    torch.testing.assert_close(logits_of(reloaded, tokenizer), expected, rtol=1e-5, atol=1e-5)
+
+    base_prefix = reloaded.base_model_prefix
+    changed = {name: not torch.equal(capture.before[name], capture.after[name]) for name in capture.before}
+    if recipe == "lora":
+        adapter_model, adapter_tokenizer = load_trained(output / "adapter")
+        torch.testing.assert_close(logits_of(adapter_model, adapter_tokenizer), expected, rtol=1e-5, atol=1e-5)
+        for name, moved in changed.items():  # base weights (and the original head copy) never move
+            assert moved == ("lora_" in name or ".modules_to_save." in name), name
+        assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
+    else:
+        for name, moved in changed.items():
+            assert moved == (part_of(name, base_prefix) not in FROZEN[recipe]), name
+
+
+def test_saved_model_works_in_a_transformers_pipeline(tiny_bert, small_csvs, tmp_path):
+    output = tmp_path / "out"
+    _, capture = train(tiny_recipe(tiny_bert, small_csvs, output))
+    probabilities = logits_of(capture.model, AutoTokenizer.from_pretrained(output)).softmax(-1)
+
+    classifier = pipeline("text-classification", model=str(output), device="cpu")
+    predictions = classifier(TEXTS)
+
+    for row, prediction in zip(probabilities, predictions):
+        assert prediction["label"] == ("negative", "positive")[int(row.argmax())]
+        assert prediction["score"] == pytest.approx(float(row.max()), abs=1e-5)
+
+
+def test_lora_without_merging_saves_the_adapter_alone(tiny_models, small_csvs, tmp_path):
+    output = tmp_path / "out"
+    _, capture = train(tiny_recipe(tiny_models["roberta"], small_csvs, output,
+                                   adapt={"strategy": "lora", "lora_r": 4, "merge_lora": False}))
+
+    assert (output / "adapter_config.json").is_file() and (output / "adapter_model.safetensors").is_file()
+    assert not (output / "model.safetensors").exists() and not (output / "adapter").exists()
+    assert (output / "adapter_model.safetensors").stat().st_size < (tiny_models["roberta"] / "model.safetensors").stat().st_size
+    model, tokenizer = load_trained(output)
+    torch.testing.assert_close(logits_of(model, tokenizer), logits_of(capture.model, tokenizer), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training options
+
+
+def test_identical_seeded_runs_give_identical_results(tiny_bert, small_csvs, tmp_path):
+    results = [train(tiny_recipe(tiny_bert, small_csvs, tmp_path / name))[0] for name in ("a", "b")]
+
+    assert results[0].metrics == results[1].metrics
+    assert results[0].train["train_loss"] == results[1].train["train_loss"]
+    first = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a").state_dict()
+    second = AutoModelForSequenceClassification.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_early_stopping_ends_training_when_the_metric_stalls(tiny_bert, small_csvs, tmp_path):
+    # An LR far too small to change any prediction: accuracy never improves after the first evaluation.
+    result, capture = train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out",
+                                        optim={"learning_rate": 1e-12},
+                                        train={"epochs": 5, "eval_strategy": "steps", "eval_steps": 1,
+                                               "early_stopping_patience": 2}))
+
+    evaluated = [entry["step"] for entry in capture.log_history if "eval_accuracy" in entry]
+    assert evaluated == [1, 2, 3]  # best at step 1, then two evaluations without gain
+    assert result.train["steps"] == 3  # of 5 epochs x 3 steps
+
+
+def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp_path):
+    data = write_sentiment_csvs(tmp_path / "data", rows=48, three_classes=True)
+    rows = (tmp_path / "data" / "train.csv").read_text().splitlines()
+    # drop most 'neutral' rows: three classes, imbalanced
+    kept = [rows[0]] + [r for i, r in enumerate(rows[1:]) if not r.endswith(",neutral") or i % 5 == 0]
+    (tmp_path / "data" / "train.csv").write_text("\n".join(kept) + "\n")
+    config = config_from_dict(tiny_recipe(tiny_bert, data, tmp_path / "out", train={"class_weights": "balanced"}))
+    task = load_task_data(config.data, seed=0)
+    encoded = tokenize_splits(task.splits, load_tokenizer(config.model), task.label_map, 32)
+    model = load_model(config.model, task.label_map)
+
+    trainer = build_trainer(config, model, load_tokenizer(config.model), encoded, task.label_map,
+                            tmp_path / "work", [])
+
+    labels = np.array(encoded["train"]["labels"])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    assert len(set(np.bincount(labels))) == 2  # really imbalanced
+    torch.testing.assert_close(trainer.class_weights, torch.tensor(expected, dtype=torch.float32))
+    torch.testing.assert_close(balanced_class_weights(encoded["train"], task.label_map), trainer.class_weights)
+    batch = next(iter(trainer.get_train_dataloader()))
+    loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    weighted = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"], weight=trainer.class_weights)
+    plain = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
+    torch.testing.assert_close(loss, weighted)
+    assert not torch.isclose(loss, plain)
+
+
+def test_step_evaluation_and_kept_checkpoints(tiny_bert, small_csvs, tmp_path):
+    output = tmp_path / "out"
+    result, capture = train(tiny_recipe(tiny_bert, small_csvs, output,
+                                        train={"epochs": 2, "eval_strategy": "steps", "eval_steps": 2,
+                                               "keep_checkpoints": True, "save_total_limit": 1}))
+
+    assert [e["step"] for e in capture.log_history if "eval_accuracy" in e] == [2, 4, 6]
+    work = tmp_path / ".out.work"
+    checkpoints = sorted(p.name for p in work.glob("checkpoint-*"))
+    assert checkpoints and set(checkpoints) <= {"checkpoint-2", "checkpoint-4", "checkpoint-6"}
+    assert f"checkpoint-{result.train['best_checkpoint_step']}" in checkpoints  # the best one is kept
+    assert (output / "model.safetensors").is_file()
+
+
+def test_tensorboard_is_opt_in_and_writes_event_files_into_the_output(tiny_bert, small_csvs, tmp_path):
+    train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "tb", train={"tensorboard": True}))
+    train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "plain"))
+
+    events = list((tmp_path / "tb" / "runs").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    assert not (tmp_path / "plain" / "runs").exists()

@@ -1,0 +1,181 @@
+"""Tests for hf_adapt.strategies: which weights train under full, partial and LoRA, for every
+architecture family, checked by `requires_grad` and by a few real optimizer steps (frozen weights
+must not move; trainable ones must).
+
+Expected parts are worked out from parameter names here (layer index, base-model prefix, head),
+independently of `modeling.encoder_layout`.
+"""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAMILIES
+from transformers import AutoModelForSequenceClassification
+
+from hf_adapt.config import AdaptConfig, OptimConfig
+from hf_adapt.errors import HfAdaptError
+from hf_adapt.optim import build_optimizer
+from hf_adapt.strategies import apply_strategy, check_lora_targets, trainable_summary
+
+NUM_LAYERS = 2
+
+
+def load(model_dir) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=3, ignore_mismatched_sizes=True)
+
+
+def part_of(model: torch.nn.Module, name: str) -> str:
+    """'layer0', 'layer1', 'embeddings' or 'head' for a parameter name."""
+    name = name.removeprefix("base_model.model.")
+    layer = re.search(r"\.layers?\.(\d+)\.", name)
+    if layer:
+        return f"layer{layer.group(1)}"
+    if name.startswith(unwrapped_prefix(model) + ".") and ".pooler." not in name:
+        return "embeddings"
+    return "head"
+
+
+def unwrapped_prefix(model: torch.nn.Module) -> str:
+    return getattr(model, "get_base_model", lambda: model)().base_model_prefix
+
+
+def trainable_parts(model: torch.nn.Module) -> dict[str, set[bool]]:
+    """part -> the set of requires_grad values of its parameters (LoRA matrices left out)."""
+    parts: dict[str, set[bool]] = {}
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            parts.setdefault(part_of(model, name), set()).add(param.requires_grad)
+    return parts
+
+
+def train_steps(model: torch.nn.Module, steps: int = 3) -> None:
+    """A few AdamW steps (with weight decay) on random token ids, through our optimizer builder."""
+    optimizer = build_optimizer(model, OptimConfig(learning_rate=1e-2, weight_decay=0.1))
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        input_ids = torch.randint(5, 30, (4, 6), generator=generator)
+        labels = torch.randint(0, 3, (4,), generator=generator)
+        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+        F.cross_entropy(logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def moved(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, bool]:
+    return {name: not torch.equal(before[name], p.detach()) for name, p in model.named_parameters()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which parameters train
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_trains_everything(tiny_models, family):
+    model = load(tiny_models[family])
+    model.requires_grad_(False)
+
+    model = apply_strategy(model, AdaptConfig(strategy="full"))
+
+    assert all(p.requires_grad for p in model.parameters())
+    summary = trainable_summary(model)
+    assert summary.trainable == summary.total and summary.percent == 100.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("adapt, frozen", [
+    ({"freeze_embeddings": True}, {"embeddings"}),
+    ({"freeze_layers": 1}, {"layer0"}),
+    ({"freeze_embeddings": True, "freeze_layers": 1}, {"embeddings", "layer0"}),
+    ({"freeze_embeddings": True, "freeze_layers": 2}, {"embeddings", "layer0", "layer1"}),
+    ({"freeze_encoder": True}, {"embeddings", "layer0", "layer1"}),
+])
+def test_partial_freezes_exactly_the_named_parts(tiny_models, family, adapt, frozen):
+    model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="partial", **adapt))
+
+    parts = trainable_parts(model)
+
+    assert set(parts) == {"embeddings", "layer0", "layer1", "head"}
+    assert parts == {part: {part not in frozen} for part in parts}  # each part wholly frozen or trainable
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_trains_the_adapters_and_the_head_only(tiny_models, family):
+    model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="lora", lora_r=4))
+
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+
+    lora = [n for n in trainable if "lora_" in n]
+    assert len(lora) == 2 * 2 * NUM_LAYERS  # lora_A and lora_B on two projections per layer
+    assert all(part_of(model, n).startswith("layer") for n in lora)
+    head = [n for n in trainable if "lora_" not in n]
+    assert head and all(".modules_to_save." in n and part_of(model, n) == "head" for n in head)
+    # every weight of the original model stays frozen, the original head copy included
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n
+                   and ".modules_to_save." not in n)
+    summary = trainable_summary(model)
+    assert summary.trainable == sum(p.numel() for n, p in model.named_parameters() if n in set(trainable))
+    assert 0 < summary.percent < 100
+
+
+def test_partial_with_more_frozen_layers_than_the_model_has_names_the_count(tiny_bert):
+    with pytest.raises(HfAdaptError, match="adapt.freeze_layers is 5 but the model has 2 encoder layers; "
+                                           r"use at most 2 \(or adapt.freeze_encoder: true\)"):
+        apply_strategy(load(tiny_bert), AdaptConfig(strategy="partial", freeze_layers=5))
+
+
+def test_lora_custom_targets(tiny_bert):
+    model = apply_strategy(load(tiny_bert), AdaptConfig(strategy="lora", lora_r=2,
+                                                        lora_target_modules=["query", "key", "value"]))
+
+    targeted = {re.search(r"\.(\w+)\.lora_A\.", n).group(1) for n, _ in model.named_parameters() if "lora_A" in n}
+
+    assert targeted == {"query", "key", "value"}
+
+
+def test_lora_target_errors_name_the_choices(tiny_bert):
+    model = load(tiny_bert)
+    with pytest.raises(HfAdaptError, match=r"adapt.lora_target_modules \['q_proj'\] not found in the model; "
+                                           "Linear modules it has: .*query"):
+        check_lora_targets(model, ["q_proj"], ["classifier"])
+    with pytest.raises(HfAdaptError, match=r"\['classifier'\] are in the classifier head"):
+        check_lora_targets(model, ["classifier"], ["classifier"])
+
+
+# ---------------------------------------------------------------------------------------------
+# What moves when it trains
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("adapt, frozen", [
+    ({"strategy": "full"}, set()),
+    ({"strategy": "partial", "freeze_embeddings": True, "freeze_layers": 1}, {"embeddings", "layer0"}),
+    ({"strategy": "partial", "freeze_encoder": True}, {"embeddings", "layer0", "layer1"}),
+])
+def test_training_moves_trainable_weights_and_never_frozen_ones(tiny_models, family, adapt, frozen):
+    model = apply_strategy(load(tiny_models[family]), AdaptConfig(**adapt))
+    before = snapshot(model)
+
+    train_steps(model)
+
+    for name, changed in moved(before, model).items():
+        assert changed == (part_of(model, name) not in frozen), name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_training_leaves_base_weights_and_moves_adapters_and_head(tiny_models, family):
+    model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="lora", lora_r=4, lora_dropout=0.0))
+    before = snapshot(model)
+
+    train_steps(model)
+
+    for name, changed in moved(before, model).items():
+        trains = "lora_" in name or ".modules_to_save." in name
+        assert changed == trains, name
