@@ -21,6 +21,7 @@ in where they start.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,9 @@ def build_report_data(config: RecipeConfig, stage1: GroupRun, stage2: list[Group
     """Everything report.json holds: the models, the accuracy matrix, the per-group summary, costs."""
     models = {run.name: {"kind": run.kind, "group": run.group, "output_dir": run.config.train.output_dir,
                          "train_s": results[run.name]["timings"]["train_s"],
+                         # rows x epochs: a cost that, unlike seconds, does not depend on the machine's load
+                         "train_examples": round(results[run.name]["data"]["rows"]["train"]
+                                                 * results[run.name]["train"]["epochs"]),
                          "trainable_params": results[run.name]["params"]["trainable"]}
               for run in (stage1, *stage2)}
     accuracy = {name: {group: m["accuracy"] for group, m in row.items()} for name, row in matrix.items()}
@@ -236,6 +240,7 @@ def build_report_data(config: RecipeConfig, stage1: GroupRun, stage2: list[Group
         by_kind.update({run.kind: accuracy[run.name][group] for run in stage2 if run.group == group})
         summary[group] = {**by_kind, "best": max(KINDS, key=lambda k: by_kind[k])}
     cost = {kind: round(sum(m["train_s"] for m in models.values() if m["kind"] == kind), 2) for kind in KINDS}
+    examples = {kind: sum(m["train_examples"] for m in models.values() if m["kind"] == kind) for kind in KINDS}
     data = {
         "recipe": config.source,
         "strategy": config.adapt.strategy,
@@ -248,12 +253,14 @@ def build_report_data(config: RecipeConfig, stage1: GroupRun, stage2: list[Group
                      "learning_rate": config.optim.learning_rate,
                      "stage2_learning_rate": config.groupwise.stage2_learning_rate or config.optim.learning_rate,
                      "max_train_per_group": config.groupwise.max_train_per_group,
-                     "max_length": config.model.max_length},
+                     "max_length": config.model.max_length,
+                     "stage1_train_rows": results[stage1.name]["data"]["rows"]["train"]},
         "models": models,
         "accuracy": accuracy,
         "macro_f1": {name: {group: m["macro_f1"] for group, m in row.items()} for name, row in matrix.items()},
         "summary": summary,
         "train_seconds": cost,
+        "train_examples": examples,
     }
     data["other_groups"] = other_group_accuracy(data)
     data["reading"] = build_reading(data)
@@ -285,6 +292,11 @@ def build_reading(data: dict[str, Any]) -> list[str]:
         lines.append(f"**{group}**: {verdict} ({top:.3f})" + (f", {rest}." if rest else "."))
     means = {k: statistics.fmean(row[k] for row in data["summary"].values()) for k in KINDS}
     lines.append("Averaged over the groups: " + ", ".join(f"{KIND_TITLES[k]} {means[k]:.3f}" for k in KINDS) + ".")
+    rows = statistics.fmean(data["rows"][data["eval_split"]].values())
+    error = math.sqrt(means["global"] * (1 - means["global"]) / rows)
+    lines.append(f"With about {rows:.0f} {data['eval_split']} rows per group, one standard error of an accuracy is "
+                 f"about {100 * error:.1f} points, so per-group gaps of a few points are within noise; the averages "
+                 f"over groups are steadier.")
     for kind in ("pretrained", "global_to_group"):
         rows = [v for name, v in data["other_groups"].items() if data["models"][name]["kind"] == kind]
         if rows:
@@ -292,10 +304,12 @@ def build_reading(data: dict[str, Any]) -> list[str]:
             ref = statistics.fmean(r["global_on_same"] for r in rows)
             lines.append(f"On the groups they were not specialised for, {KIND_TITLES[kind]} models score "
                          f"{mine:.3f} on average, {_points(mine - ref)} vs the global model on the same groups.")
-    s = data["train_seconds"]
-    lines.append(f"Training time: global {s['global']:.0f} s; the per-group models from pretrained "
-                 f"{s['pretrained']:.0f} s in all; global → per-group {s['global_to_group']:.0f} s on top of the "
-                 f"global model ({s['global'] + s['global_to_group']:.0f} s for both stages).")
+    s, n = data["train_seconds"], data["train_examples"]
+    lines.append(f"Training cost in examples processed (rows × epochs) and seconds: global {n['global']:,} "
+                 f"({s['global']:.0f} s); the per-group models from pretrained {n['pretrained']:,} in all "
+                 f"({s['pretrained']:.0f} s); global → per-group {n['global_to_group']:,} "
+                 f"({s['global_to_group']:.0f} s) on top of the global model, so "
+                 f"{n['global'] + n['global_to_group']:,} for both stages.")
     return lines
 
 
@@ -318,7 +332,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         cells = [f"**{fmt(data['accuracy'][name][g])}**" if g == model["group"] else fmt(data["accuracy"][name][g])
                  for g in groups]
         other = data["other_groups"].get(name, {}).get("mean_other")
-        matrix_rows.append([name, *cells, fmt(other), fmt(model["train_s"], ".0f")])
+        matrix_rows.append([name, *cells, fmt(other), f"{model['train_examples']:,}", fmt(model["train_s"], ".0f")])
     return "\n\n".join([
         "# Group-wise adaptation report",
         f"Recipe `{data['recipe']}` ({data['strategy']}, base `{data['base_model']}`), seed {s['seed']}, "
@@ -331,11 +345,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         "## Reading",
         "\n".join(f"- {line}" for line in data["reading"]),
         f"## Every model on every group ({split} accuracy; bold = the model's own group)",
-        markdown_table(["model", *groups, "mean on other groups", "train s"], matrix_rows),
+        markdown_table(["model", *groups, "mean on other groups", "train examples", "train s"], matrix_rows),
         "![group-wise accuracy](report.png)",
         "## Notes",
         f"- Rows per group: train {', '.join(f'{g} {n}' for g, n in data['rows']['train'].items())}; "
-        f"stage 1 trains on every group's training rows.\n"
+        f"stage 1 trains on all of them ({s['stage1_train_rows']:,} rows).\n"
         "- train s: wall time of a run up to the end of training (loading data and model included); on a "
         "shared machine it varies with the load, so compare it only roughly.\n"
         f"- Each run's files are in its directory beside this report; `data/` holds the exact rows.",

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from conftest import NEGATIVE, NEUTRAL, POSITIVE, tiny_recipe
 from hf_adapt.cli import main
-from hf_adapt.config import AdaptConfig, OptimConfig, config_from_dict
+from hf_adapt.config import AdaptConfig, OptimConfig, config_from_dict, load_recipe
 from hf_adapt.controls import (GradualUnfreezing, L2SPPenalty, apply_controls, check_fsdp_controls,
                               measure_run_forgetting, reinit_top_layers)
 from hf_adapt.engine import run_recipe
@@ -368,3 +368,13 @@ def test_l2sp_and_gradual_unfreezing_are_refused_under_fsdp():
     check_fsdp_controls(AdaptConfig(reinit_top_layers=1), fsdp=True)
     with pytest.raises(HfAdaptError, match="adapt.l2sp, adapt.gradual_unfreeze are not supported under FSDP"):
         check_fsdp_controls(AdaptConfig(l2sp=0.1, gradual_unfreeze=2), fsdp=True)
+
+
+def test_the_controlled_recipe_loads_with_its_controls_and_probe(shared_data, monkeypatch):
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the recipe's data paths are relative to the repository root
+    path = repo / "recipes" / "minilm_sst2_full_controlled.yaml"
+    config = load_recipe(path)
+    assert "#   hf-adapt train recipes/minilm_sst2_full_controlled.yaml\n" in path.read_text(encoding="utf-8")
+    assert (config.adapt.strategy, config.adapt.l2sp, config.optim.layer_decay) == ("full", 0.3, 0.75)
+    assert config.forgetting.probe.endswith("stsb/validation.csv") and config.train.output_dir.startswith("outputs/")
