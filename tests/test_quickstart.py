@@ -49,7 +49,7 @@ def test_readme_quick_start(tmp_path):
 
     completed = subprocess.run([str(HF_ADAPT), "train", "recipes/quickstart_intents.yaml",
                                 f"train.output_dir={output}"], cwd=REPO, env=env, capture_output=True, text=True,
-                               timeout=600, check=False)
+                               timeout=1800, check=False)  # ~45 s on 2 idle cores; a loaded CI box is slower
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     classifier = pipeline("text-classification", model=str(output), device="cpu")
@@ -61,7 +61,7 @@ def test_readme_quick_start(tmp_path):
     # the README's two examples
     assert classifier("turn off the kitchen lights")[0]["label"] == "smart_home"
     predicted = subprocess.run([str(HF_ADAPT), "predict", "--model", str(output)], input="wake me up at 6:30 tomorrow\n",
-                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert json.loads(predicted.stdout)["label"] == "set_alarm"
 
