@@ -135,6 +135,9 @@ def no_credentials(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "user_cache"))
+    # The loopback test hub is the one server these tests reach; a developer's or CI's
+    # HF_HUB_OFFLINE=1 (read by huggingface_hub at import) would refuse even that.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture
