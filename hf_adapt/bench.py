@@ -295,7 +295,7 @@ HF_ADAPT_RECIPES = {
     "hf_adapt_full": ("full", []),
     "hf_adapt_partial": ("partial", ["adapt.freeze_layers={half}"]),
     # The features cost nothing per epoch: a higher LR and more epochs than the partial defaults.
-    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=1e-3", "train.epochs=20"]),
+    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=1e-3", "train.epochs=50"]),
     "hf_adapt_lora": ("lora", []),
 }
 

@@ -13,15 +13,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from hf_adapt.errors import HfAdaptError
 
-# Modules that add their own subcommand through `add_cli(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ("hf_adapt.hub", "hf_adapt.forgetting", "hf_adapt.groupwise", "hf_adapt.compare",
-                                      "hf_adapt.bench")
+# Subcommands that live in their own module, which adds them through `add_cli(subparsers)`. Only the
+# module of the command being run is imported (some pull in torch/datasets, seconds of start-up);
+# `hf-adapt --help` lists them from the one-line summaries here.
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "push": ("hf_adapt.hub", "Push an output directory to the Hub or to a local hub folder."),
+    "forgetting": ("hf_adapt.forgetting", "Measure what fine-tuning changed: probe retention, per-layer CKA drift."),
+    "groupwise": ("hf_adapt.groupwise", "Train a global model and one per group; report every model on every group."),
+    "compare": ("hf_adapt.compare", "Run several strategies (or recipes) on the same data and seed; write a report."),
+    "bench": ("hf_adapt.bench", "Time to accuracy: hf_adapt's recipes against Trainer/peft/sklearn."),
+}
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +54,8 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append("train.resume=true")
     config = load_recipe(args.recipe, overrides)
     result = RECIPES[config.adapt.strategy].run(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under `accelerate launch` every process returns the result; one summary is enough
     print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics, "params": result.params,
                       "timings": result.timings}, indent=2))
     return 0
@@ -115,21 +125,27 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise HfAdaptError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: the module of the command it names is imported; the others are listed."""
     parser = argparse.ArgumentParser(prog="hf-adapt", description="Adapt pretrained encoders to text classification.")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks for input errors (any position).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_eval, add_predict):
         add(subparsers)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_cli(subparsers)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, summary) in COMMAND_MODULES.items():
+        if name == command:
+            importlib.import_module(module).add_cli(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the command
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    argv = [a for a in argv if a != "--debug"]
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except HfAdaptError as err:

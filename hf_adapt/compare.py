@@ -286,7 +286,8 @@ def build_report_data(base: RecipeConfig, variants: list[Variant], results: dict
             "params": result["params"],
             "process": result.get("process", {}),
             "forgetting": None if not forgetting else {k: forgetting.get(k) for k in
-                                                       ("probe", "metric", "before", "after", "retention", "delta")},
+                                                       ("probe", "metric", "before", "after", "retention", "delta",
+                                                        "num_probe_texts")},
             "differences": differences(base, v.config),
             "seed": v.config.train.seed,
             "data": dataclasses.asdict(v.config.data),
@@ -294,7 +295,8 @@ def build_report_data(base: RecipeConfig, variants: list[Variant], results: dict
     split = "test" if all("test" in r["metrics"] for r in rows.values()) else "validation"
     reference = "full" if "full" in rows else next(iter(rows))
     data = {"recipe": base.source, "base_model": base.model.name_or_path, "split": split, "reference": reference,
-            "seed": base.train.seed, "train_rows": results[reference]["data"]["rows"].get("train"), "variants": rows}
+            "seed": base.train.seed, "train_rows": results[reference]["data"]["rows"].get("train"),
+            "selection": "final" if base.train.eval_strategy == "no" else "best", "variants": rows}
     data["reading"] = build_reading(data)
     return data
 
@@ -371,14 +373,17 @@ def render_markdown(data: dict[str, Any]) -> str:
         table.append(cells)
     diffs = [[name, "; ".join(f"`{d}`" for d in r["differences"]) or "(the base recipe)"] for name, r in rows.items()]
     probe = next((r["forgetting"] for r in rows.values() if r["forgetting"]), None)
-    notes = [f"- Data: {data['train_rows']} training rows, seed {data['seed']}; metrics on the {split} split "
-             f"(best checkpoint by validation).",
-             "- train s: wall time of the run up to the end of training (loading data and model included).",
+    weights = "the best checkpoint by validation" if data["selection"] == "best" else "the final weights"
+    notes = [f"- Data: {data['train_rows']:,} training rows, seed {data['seed']}; metrics on the {split} split, of "
+             f"{weights}.",
+             "- train s: wall time of the run up to the end of training (loading data and model included); the "
+             "variants run one after another, and on a shared machine the time varies with its load.",
              "- peak RSS: the highest resident memory of the variant's own process (CPU RAM: Python, torch, model, "
              "optimizer state, activations, data; it includes the probe measurement at the end)."
              + (" peak CUDA: `torch.cuda.max_memory_allocated`." if has_cuda else "")]
     if probe:
-        notes.append(f"- probe: {probe['probe']}, {probe['metric']} of the encoder before fine-tuning "
+        rows = f" ({probe['num_probe_texts']:,} rows)" if probe.get("num_probe_texts") else ""
+        notes.append(f"- probe: {probe['probe']}{rows}, {probe['metric']} of the encoder before fine-tuning "
                      f"{probe['before']:.3f}; retention = after / before.")
     return "\n\n".join([
         "# Strategy comparison",

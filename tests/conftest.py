@@ -95,6 +95,17 @@ def write_sentiment_csvs(directory: Path, rows: int = 96, seed: int = 0, three_c
     return paths
 
 
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    """One torch thread here and in subprocesses: on a shared, busy CPU, OpenMP threads that wait
+    for each other at every small op make tiny models many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One saved tiny model folder per architecture family (built once per session)."""

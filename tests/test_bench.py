@@ -17,15 +17,7 @@ from hf_adapt.cli import main as cli_main
 from hf_adapt.errors import HfAdaptError
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch):
-    """One torch thread here and in subprocesses: on a shared, busy CPU, OpenMP threads that wait
-    for each other at every small op make tiny models many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,15 +37,7 @@ def frozen_model(directory: Path):
     return model.requires_grad_(False), AutoTokenizer.from_pretrained(directory)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch):
-    """One torch thread here and in subprocesses: on a shared, busy CPU, OpenMP threads that wait
-    for each other at every small op make tiny models many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

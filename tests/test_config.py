@@ -61,17 +61,17 @@ def test_yaml_then_overrides_win_and_parse_as_yaml(tmp_path):
 def test_recipe_module_defaults_sit_under_the_yaml(tmp_path):
     lora_yaml = write_yaml(tmp_path / "lora.yaml", {"data": DATA, "adapt": {"strategy": "lora"}})
     lora_lr_yaml = write_yaml(tmp_path / "lora_lr.yaml",
-                              {"data": DATA, "adapt": {"strategy": "lora"}, "optim": {"learning_rate": 1e-3}})
+                              {"data": DATA, "adapt": {"strategy": "lora"}, "optim": {"learning_rate": 3e-3}})
     partial_yaml = write_yaml(tmp_path / "partial.yaml",
                               {"data": DATA, "adapt": {"strategy": "partial", "freeze_layers": 2}})
 
     assert load_recipe(lora_yaml).optim.learning_rate == RECIPES["lora"].DEFAULTS["optim"]["learning_rate"]
-    assert load_recipe(lora_lr_yaml).optim.learning_rate == 1e-3
+    assert load_recipe(lora_lr_yaml).optim.learning_rate == 3e-3
     partial = load_recipe(partial_yaml)
     assert partial.adapt.freeze_embeddings is True and partial.adapt.freeze_layers == 2
     # an override of the strategy picks that module's defaults
     assert load_recipe(partial_yaml, ["adapt.strategy=full", "adapt.freeze_layers=0",
-                                      "adapt.freeze_embeddings=false"]).optim.learning_rate == 5e-5
+                                      "adapt.freeze_embeddings=false"]).optim.learning_rate == 1e-4
 
 
 @pytest.mark.parametrize("text", ["5e-5", "5E-05", "1.0e-4", "0.0003", "2"])

@@ -8,7 +8,7 @@ from hf_adapt.config import RecipeConfig, as_config
 from hf_adapt.engine import RunResult, run_recipe
 
 # Applied under the YAML: a recipe file or `key=value` overrides win.
-DEFAULTS = {"adapt": {"strategy": "full"}, "optim": {"learning_rate": 5e-5}}
+DEFAULTS = {"adapt": {"strategy": "full"}, "optim": {"learning_rate": 1e-4, "layer_decay": 0.9}}
 
 
 def run(config: RecipeConfig | str | Path) -> RunResult:

@@ -8,7 +8,7 @@ from hf_adapt.config import RecipeConfig, as_config
 from hf_adapt.engine import RunResult, run_recipe
 
 # LoRA updates few weights from a zero start: it needs a ~10x higher LR than full fine-tuning.
-DEFAULTS = {"adapt": {"strategy": "lora"}, "optim": {"learning_rate": 5e-4}}
+DEFAULTS = {"adapt": {"strategy": "lora"}, "optim": {"learning_rate": 1e-3}}
 
 
 def run(config: RecipeConfig | str | Path) -> RunResult:
