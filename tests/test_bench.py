@@ -85,6 +85,26 @@ def test_every_variant_runs(tiny_bench, tmp_path, variant):
     assert 0.0 <= result["accuracy"]["test"] <= 1.0 and 0.0 <= result["accuracy"]["validation"] <= 1.0
     if variant in ("hf_adapt_partial", "hf_adapt_frozen"):
         assert result["frozen_cache"]["cached_steps"] > 0  # trained on the cache, not around it
+    if variant == "hf_adapt_full":  # time to accuracy: one snapshot per epoch, scored after training
+        assert len(result["epoch_end_s"]) == len(result["epoch_test_accuracy"]) == round(result["epochs"])
+        assert result["epoch_end_s"] == sorted(result["epoch_end_s"]) and result["epoch_end_s"][-1] <= result["train_s"]
+        assert all(0.0 <= a <= 1.0 for a in result["epoch_test_accuracy"])
+
+
+def test_time_to_accuracy_is_the_first_epoch_that_reaches_the_reference():
+    def row(epoch_end_s, accuracies):
+        return {"train_s": epoch_end_s[-1], "test_accuracy": accuracies[-1], "epoch_seconds": [30.0] * len(accuracies),
+                "epoch_end_s": epoch_end_s, "epoch_test_accuracy": accuracies, "peak_rss_mb": 1000.0,
+                "gflops": 1.0, "percent_of_peak": 1.0}
+    b = row([100, 200, 300], [0.80, 0.84, 0.85])
+    target = "full reaches (b)'s test accuracy in <= 0.33x its time"
+    for full, met in ((row([35, 70, 105], [0.84, 0.86, 0.87]), True),  # epoch 2 at 70 s <= 0.33 * 300
+                      (row([35, 70, 105], [0.84, 0.845, 0.87]), False),  # only epoch 3, 105 s > 99 s
+                      (row([35, 70, 105], [0.80, 0.81, 0.82]), False)):  # never
+        judged = {t["target"]: t for t in check_targets({"trainer_dynamic": b, "hf_adapt_full": full}, None, 100)}
+        assert judged[target]["met"] is met
+    assert bench.time_to_accuracy(row([35, 70, 105], [0.84, 0.86, 0.87]), 0.85) == (2, 70)
+    assert bench.time_to_accuracy({"train_s": 50.0, "test_accuracy": 0.9}, 0.85) == ("all", 50.0)
 
 
 def test_predict_comparison(tiny_bench, tmp_path):
@@ -117,6 +137,13 @@ def test_benchmark_end_to_end_in_subprocesses(tiny_bench, tmp_path, capsys):
     assert markdown == render_markdown(report)
     assert "(b) Trainer + DataCollatorWithPadding" in markdown and "| 1.00 |" in markdown
     assert "(d) frozen encoder + LogisticRegression" in capsys.readouterr().out
+    # --rebuild makes the same report from the results on disk, without running anything
+    (out / "bench.md").unlink()
+    assert cli_main(["bench", "--output-dir", str(out), "--rebuild"]) == 0
+    assert (out / "bench.md").read_text() == markdown
+    (out / "sklearn_logreg.json").unlink()
+    assert cli_main(["bench", "--output-dir", str(out), "--rebuild"]) == 2
+    assert "no result for sklearn_logreg" in capsys.readouterr().err
 
 
 def test_unknown_variant_is_a_user_error(tiny_bench, tmp_path):
