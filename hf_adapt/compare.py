@@ -436,11 +436,11 @@ def render_figure(data: dict[str, Any]) -> Any:
           "peak RSS of the run (MiB)", "Peak memory (CPU RAM)")
     if panels == 3:
         probe, first = axes[2], next(f for f in probed if f)
+        # "before" goes in the title: a label on the dashed line would collide with a bar's value there
         _bars(probe, names, [f["after"] if f else None for f in probed], colors, ".3f",
-              f"{first['metric']} after fine-tuning", f"Retention on {_short_path(first['probe'])}")
+              f"{first['metric']} after fine-tuning",
+              f"Retention on {_short_path(first['probe'])}\n(dashed: before fine-tuning, {first['before']:.3f})")
         probe.axhline(first["before"], color="black", linestyle="--", linewidth=1)
-        probe.annotate(f"before: {first['before']:.3f}", (0.02, first["before"]), xycoords=("axes fraction", "data"),
-                       xytext=(0, 3), textcoords="offset points", fontsize=8)
         probe.set_ylim(min(0.0, *(f["after"] for f in probed if f)), max(1.0, first["before"] * 1.1))
     handles = [Line2D([], [], marker="o", linestyle="", markersize=9, color=colors[n], alpha=0.7,
                       label=f"{n} ({human_count(rows[n]['params']['trainable'])} trainable)") for n in names]
