@@ -10,7 +10,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertTokenizerFast
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from conftest import FAMILIES, VOCAB, make_tokenizer, tiny_recipe
 from hf_adapt import caching
@@ -19,7 +19,6 @@ from hf_adapt.config import config_from_dict
 from hf_adapt.engine import run_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.inference import evaluate_file
-from hf_adapt.modeling import load_trained
 
 TEXTS = ["good movie", "the plot was very bad and boring and dull", "nice",
          "it is the worst film and the story is ugly really", "superb"]
@@ -173,6 +172,7 @@ def test_large_cache_goes_to_disk_with_the_same_result(no_dropout_bert, sentimen
     assert not list((tmp_path / ".disk.work").glob("frozen_prefix_*"))  # removed when training ended
     monkeypatch.setattr(caching, "MEMORY_LIMIT_BYTES", 2**40)
     in_memory = run_recipe(config_from_dict(partial(no_dropout_bert, sentiment_csvs, tmp_path / "mem", epochs=1)))
+    assert not in_memory.train["frozen_cache"]["on_disk"]
     for name, value in saved_weights(tmp_path / "disk").items():
         assert torch.equal(value, saved_weights(tmp_path / "mem")[name]), name
 
@@ -202,7 +202,6 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tiny_bert, sentiment_
     # the best epoch's head was kept; the full model scores the same on validation as the features did
     recorded = json.loads((tmp_path / "out" / "metrics.json").read_text())["train"]["best_metric"]
     assert result.metrics["validation"]["accuracy"] == pytest.approx(recorded)
-    model, tokenizer = load_trained(tmp_path / "out")
     reloaded = evaluate_file(tmp_path / "out", sentiment_csvs["test"], max_length=32)
     assert reloaded["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
 

@@ -376,5 +376,8 @@ def test_the_controlled_recipe_loads_with_its_controls_and_probe(shared_data, mo
     path = repo / "recipes" / "minilm_sst2_full_controlled.yaml"
     config = load_recipe(path)
     assert "#   hf-adapt train recipes/minilm_sst2_full_controlled.yaml\n" in path.read_text(encoding="utf-8")
-    assert (config.adapt.strategy, config.adapt.l2sp, config.optim.layer_decay) == ("full", 0.1, 0.75)
+    assert (config.adapt.strategy, config.optim.learning_rate, config.optim.layer_decay) == ("full", 1.5e-4, 0.75)
+    plain = load_recipe(repo / "recipes" / "minilm_sst2_full.yaml")
+    assert config.optim.layer_decay < plain.optim.layer_decay  # the control: a steeper decay than the plain recipe
+    assert (config.data.train_file, config.data.max_train_samples) == (plain.data.train_file, plain.data.max_train_samples)
     assert config.forgetting.probe.endswith("stsb/validation.csv") and config.train.output_dir.startswith("outputs/")
