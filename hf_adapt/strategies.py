@@ -81,18 +81,21 @@ def apply_lora(model: nn.Module, config: AdaptConfig) -> nn.Module:
 
 
 def check_lora_targets(model: nn.Module, targets: list[str], head_names: list[str]) -> None:
-    """Every target must name a Linear in the encoder; none may be (inside) the head."""
+    """Every target must name a Linear in the encoder; none may be (inside) the head.
+
+    A target matches as peft matches it: a module whose full name is the target or ends with
+    "." + target (`value`, `intermediate.dense`, `encoder.layer.0.attention.self.query`).
+    """
     linear_names = {name for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    suffixes = {name.rsplit(".", 1)[-1] for name in linear_names}
-    missing = [t for t in targets if t not in suffixes and t not in linear_names]
+    matched = {t: {n for n in linear_names if n == t or n.endswith("." + t)} for t in targets}
+    missing = [t for t in targets if not matched[t]]
     if missing:
-        available = ", ".join(sorted(suffixes))
+        available = ", ".join(sorted({name.rsplit(".", 1)[-1] for name in linear_names}))
         raise HfAdaptError(f"adapt.lora_target_modules {missing} not found in the model; "
                            f"Linear modules it has: {available}")
-    head_linear = {name.rsplit(".", 1)[-1] for name in linear_names
+    head_linear = {name for name in linear_names
                    if any(name == h or name.startswith(h + ".") or f".{h}." in f".{name}." for h in head_names)}
-    encoder_linear = {name.rsplit(".", 1)[-1] for name in linear_names} - head_linear
-    in_head = [t for t in targets if t in head_linear and t not in encoder_linear]
+    in_head = [t for t in targets if matched[t] <= head_linear]
     if in_head:
         raise HfAdaptError(f"adapt.lora_target_modules {in_head} are in the classifier head, which is trained "
                            f"fully; target encoder modules such as {', '.join(lora_targets(model))}")

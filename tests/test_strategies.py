@@ -147,6 +147,12 @@ def test_lora_target_errors_name_the_choices(tiny_bert):
         check_lora_targets(model, ["q_proj"], ["classifier"])
     with pytest.raises(HfAdaptError, match=r"\['classifier'\] are in the classifier head"):
         check_lora_targets(model, ["classifier"], ["classifier"])
+    # peft's matching: a full name or a dotted suffix of one, never a part of a word
+    check_lora_targets(model, ["query", "intermediate.dense", "attention.output.dense"], ["bert.pooler", "classifier"])
+    with pytest.raises(HfAdaptError, match=r"\['ermediate.dense'\] not found"):
+        check_lora_targets(model, ["ermediate.dense"], ["bert.pooler", "classifier"])
+    with pytest.raises(HfAdaptError, match=r"\['pooler.dense'\] are in the classifier head"):
+        check_lora_targets(model, ["pooler.dense"], ["bert.pooler", "classifier"])
 
 
 # ---------------------------------------------------------------------------------------------
