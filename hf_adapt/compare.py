@@ -38,6 +38,7 @@ from typing import Any
 from hf_adapt.config import AdaptConfig, RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
+    add_report_arguments,
     check_report_dir,
     finished_run,
     fmt,
@@ -382,8 +383,8 @@ def render_markdown(data: dict[str, Any]) -> str:
              "optimizer state, activations, data; it includes the probe measurement at the end)."
              + (" peak CUDA: `torch.cuda.max_memory_allocated`." if has_cuda else "")]
     if probe:
-        rows = f" ({probe['num_probe_texts']:,} rows)" if probe.get("num_probe_texts") else ""
-        notes.append(f"- probe: {probe['probe']}{rows}, {probe['metric']} of the encoder before fine-tuning "
+        size = f" ({probe['num_probe_texts']:,} rows)" if probe.get("num_probe_texts") else ""
+        notes.append(f"- probe: {probe['probe']}{size}, {probe['metric']} of the encoder before fine-tuning "
                      f"{probe['before']:.3f}; retention = after / before.")
     return "\n\n".join([
         "# Strategy comparison",
@@ -470,19 +471,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="Run several strategies (or recipes) on the same data and seed; write a report.",
         description="Each variant is the recipe with its strategy swapped (features, partial, lora, full, scratch) "
                     "or another recipe given as NAME=PATH.yaml. Writes DIR/report.md, report.json and report.png.")
-    parser.add_argument("recipe", help="Base recipe YAML (see recipes/minilm_sst2_compare.yaml).")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="Override recipe values for every variant, e.g. data.max_train_samples=2000")
+    add_report_arguments(parser, recipe_help="Base recipe YAML (see recipes/minilm_sst2_compare.yaml).",
+                         overrides_help="Override recipe values for every variant, e.g. data.max_train_samples=2000")
     parser.add_argument("--strategies", default=",".join(STRATEGY_VARIANTS), metavar="LIST",
                         help="Comma-separated variants: features, partial, lora, full, scratch or NAME=PATH.yaml "
                              "(default: all five strategies).")
-    parser.add_argument("--report", required=True, metavar="DIR", help="Directory for the runs and the report.")
     parser.add_argument("--probe", metavar="FILE", help="STS probe CSV (sentence1,sentence2,score) for retention.")
     parser.add_argument("--probe-max-rows", type=int, metavar="N", help="Use only the first N probe rows.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace runs already in DIR.")
-    parser.add_argument("--reuse", action="store_true",
-                        help="Keep finished runs of the same recipe in DIR; continue interrupted ones from their "
-                             "last checkpoint.")
     parser.set_defaults(func=run_cli)
 
 

@@ -33,6 +33,7 @@ from hf_adapt.config import RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.data import TaskData, load_task_data, split_by_group
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
+    add_report_arguments,
     check_report_dir,
     finished_run,
     fmt,
@@ -398,14 +399,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Stage 1 trains on every group of data.group_column; stage 2 fine-tunes one model per group "
                     "from the pretrained model and from the stage-1 model. Writes DIR/report.md, report.json and "
                     "report.png.")
-    parser.add_argument("recipe", help="Recipe YAML with data.group_column (see recipes/minilm_amazon_groupwise.yaml).")
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="Override recipe values, e.g. groupwise.stage2_epochs=1 train.epochs=2")
-    parser.add_argument("--report", required=True, metavar="DIR", help="Directory for the runs and the report.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace runs already in DIR.")
-    parser.add_argument("--reuse", action="store_true",
-                        help="Keep finished runs of the same recipe in DIR; continue interrupted ones from their "
-                             "last checkpoint.")
+    add_report_arguments(parser,
+                         recipe_help="Recipe YAML with data.group_column (see recipes/minilm_amazon_groupwise.yaml).",
+                         overrides_help="Override recipe values, e.g. groupwise.stage2_epochs=1 train.epochs=2")
     parser.set_defaults(func=run_cli)
 
 

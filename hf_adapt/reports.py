@@ -2,12 +2,14 @@
 
 `hf-adapt groupwise` and `hf-adapt compare` both train a handful of runs into subdirectories of a
 report directory and then write `report.md`, `report.json` and `report.png` beside them. This
-module holds what they share: refusing (or reusing) existing runs, Markdown tables, and writing
-the report files atomically, so a report directory never holds a half-written report.
+module holds what they share: their common command-line arguments, refusing (or reusing) existing
+runs, Markdown tables, and writing the report files atomically, so a report directory never holds
+a half-written report.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -24,6 +26,17 @@ from hf_adapt.errors import HfAdaptError
 REPORT_FILES = ("report.md", "report.json", "report.png")
 # Keys that say how to run, not what is trained: a finished run differing only there is reusable.
 RUN_CONTROL_KEYS = (("train", "overwrite"), ("train", "resume"))
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, *, recipe_help: str, overrides_help: str) -> None:
+    """The arguments of every report command: the recipe, its overrides and the report directory."""
+    parser.add_argument("recipe", help=recipe_help)
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help=overrides_help)
+    parser.add_argument("--report", required=True, metavar="DIR", help="Directory for the runs and the report.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace runs already in DIR.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Keep finished runs of the same recipe in DIR; continue interrupted ones from their "
+                             "last checkpoint.")
 
 
 def check_report_dir(directory: Path, *, overwrite: bool, reuse: bool) -> None:

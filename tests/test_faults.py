@@ -97,13 +97,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]
     return {"tmp": tmp, "data": data, "model": tiny_models["bert"], "reference": final_state(tmp / "reference")}
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pytest.CaptureFixture) -> None:
+def interrupt_after_first_checkpoint(setup: dict, name: str,
+                                     sig: int) -> tuple[Path, Path, Path, subprocess.Popen, str]:
+    """Start run `name` in a subprocess and send it `sig` once its first checkpoint is complete:
+    (recipe, output dir, work dir, the process, the first checkpoint's path)."""
     tmp = setup["tmp"]
-    recipe = write_recipe(tmp, setup["model"], setup["data"], "killed")
-    output_dir, work_dir = tmp / "killed", tmp / ".killed.work"
+    recipe = write_recipe(tmp, setup["model"], setup["data"], name)
+    output_dir, work_dir = tmp / name, tmp / f".{name}.work"
     process = start(recipe)
     first = wait_for_checkpoint(process, work_dir)
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(sig)
+    return recipe, output_dir, work_dir, process, first
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pytest.CaptureFixture) -> None:
+    tmp = setup["tmp"]
+    recipe, output_dir, _, process, first = interrupt_after_first_checkpoint(setup, "killed", signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL
     assert not output_dir.exists()  # killed before the end: no output, not a half-written one
@@ -124,12 +133,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pyte
 
 
 def test_ctrl_c_saves_checkpoint_exits_130_and_resumes(setup: dict) -> None:
-    tmp = setup["tmp"]
-    recipe = write_recipe(tmp, setup["model"], setup["data"], "interrupted")
-    output_dir, work_dir = tmp / "interrupted", tmp / ".interrupted.work"
-    process = start(recipe)
-    first = wait_for_checkpoint(process, work_dir)
-    process.send_signal(signal.SIGINT)
+    recipe, output_dir, work_dir, process, first = interrupt_after_first_checkpoint(setup, "interrupted",
+                                                                                   signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 130, stderr[-3000:]
