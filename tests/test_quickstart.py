@@ -49,7 +49,7 @@ def test_readme_quick_start(tmp_path):
 
     completed = subprocess.run([str(HF_ADAPT), "train", "recipes/quickstart_intents.yaml",
                                 f"train.output_dir={output}"], cwd=REPO, env=env, capture_output=True, text=True,
-                               timeout=1800, check=False)  # ~45 s on 2 idle cores; a loaded CI box is slower
+                               timeout=1800, check=False)  # ~27 s on 2 idle cores; a loaded CI box is slower
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     classifier = pipeline("text-classification", model=str(output), device="cpu")
