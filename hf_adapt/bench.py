@@ -9,6 +9,8 @@ peak RSS is its own), and is scored on `test.csv`:
     (a) trainer_pad128   run_glue style: every batch padded to 128 tokens, Trainer defaults
                          (batch 8, lr 5e-5, 3 epochs)
     (b) trainer_dynamic  Trainer + DataCollatorWithPadding, lr 2e-5, 3 epochs: the reference
+    (b+bf16) trainer_dynamic_bf16  the same with `bf16=True, use_cpu=True`: what a Trainer user
+                         gets from bf16 autocast alone (hf_adapt's default where bf16 is native)
     (c) trainer_lora     peft LoRA (r 8, alpha 16, dropout 0.1, lr 3e-4: peft's sequence-
                          classification example) with Trainer + DataCollatorWithPadding, 3 epochs
     (d) sklearn_logreg   frozen encoder, mean-pooled embeddings (length-sorted batches of 32, as
@@ -22,8 +24,9 @@ peak RSS is its own), and is scored on `test.csv`:
 
 The baselines get every advantage a user would have: Trainer's defaults (fused AdamW), no
 checkpoints written, no evaluation during training. Training FLOPs are estimated from the model
-(see `FLOPS_FORMULA`) and set against a matmul peak measured in the same run; every figure is
-also given as a ratio to (b). `--lock FILE` holds an flock on FILE around each measurement, so
+(see `FLOPS_FORMULA`) and set against the matmul peak, measured in the same run, of the precision
+the variant trained in (fp32, or bf16 where it autocast); every figure is also given as a ratio
+to (b). `--lock FILE` holds an flock on FILE around each measurement, so
 other jobs that take the same lock do not run at the same time. `--rebuild` rewrites the report
 from the results already in `--output-dir`.
 """
@@ -53,6 +56,7 @@ REFERENCE = "trainer_dynamic"
 VARIANTS = {
     "trainer_pad128": "(a) Trainer, run_glue style: pad to 128",
     "trainer_dynamic": "(b) Trainer + DataCollatorWithPadding, lr 2e-5",
+    "trainer_dynamic_bf16": "(b) + bf16=True",
     "trainer_lora": "(c) peft LoRA + Trainer",
     "sklearn_logreg": "(d) frozen encoder + LogisticRegression",
     "hf_adapt_full": "hf_adapt full (defaults)",
@@ -94,13 +98,13 @@ class BenchSpec:
 # Measuring the machine: the matmul peak and each variant's own resources
 
 
-def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` fp32 `size x size` matmuls (and half and double `size`)."""
+def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """GFLOP/s of the best of `repeats` `size x size` matmuls (and half and double `size`) in `dtype`."""
     import torch
 
     best = 0.0
     for n in (size // 2, size, size * 2):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
         a @ b  # warm-up: thread pool and MKL kernels
         for _ in range(repeats):
             started = time.perf_counter()
@@ -187,7 +191,7 @@ def training_flops(shape: dict[str, int], tokens: dict[str, float], passes: list
 
 def flop_passes(variant: str, epochs: float, shape: dict[str, int]) -> list[tuple[float, int, float]]:
     layers, half = shape["layers"], shape["layers"] // 2
-    if variant in ("trainer_pad128", "trainer_dynamic", "hf_adapt_full"):
+    if variant in ("trainer_pad128", "trainer_dynamic", "trainer_dynamic_bf16", "hf_adapt_full"):
         return [(3, layers, epochs)]
     if variant in ("trainer_lora", "hf_adapt_lora"):
         return [(2, layers, epochs)]
@@ -202,6 +206,7 @@ def flop_passes(variant: str, epochs: float, shape: dict[str, int]) -> list[tupl
 
 def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
     """(a), (b), (c): written as the run_glue script, the HF course and peft's example write them."""
+    import torch
     from datasets import load_dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments, default_data_collator)
@@ -214,7 +219,7 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
     raw = load_dataset("csv", data_files={"train": spec.train_file, "validation": spec.validation_file,
                                           "test": spec.test_file})
     labels = sorted(set(raw["train"]["label"]))
-    pad128 = variant == "trainer_pad128"
+    pad128, bf16 = variant == "trainer_pad128", variant == "trainer_dynamic_bf16"
 
     def preprocess(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch["text"], padding="max_length" if pad128 else False, max_length=128, truncation=True)
@@ -228,10 +233,11 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1))
-    learning_rate = {"trainer_pad128": 5e-5, "trainer_dynamic": 2e-5, "trainer_lora": 3e-4}[variant]
+    learning_rate = {"trainer_pad128": 5e-5, "trainer_lora": 3e-4}.get(variant, 2e-5)
     with tempfile.TemporaryDirectory() as work:
         args = TrainingArguments(output_dir=work, learning_rate=learning_rate, num_train_epochs=BASELINE_EPOCHS,
-                                 seed=spec.seed, report_to=[], save_strategy="no", disable_tqdm=True)
+                                 seed=spec.seed, report_to=[], save_strategy="no", disable_tqdm=True,
+                                 bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available())
         timer = EpochTimer()
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], processing_class=tokenizer,
                           data_collator=default_data_collator if pad128 else DataCollatorWithPadding(tokenizer),
@@ -241,8 +247,9 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
         train_s = time.perf_counter() - started
         accuracy = {split: _trainer_accuracy(trainer, encoded[split]) for split in ("validation", "test")}
     return {"train_s": train_s, "epochs": BASELINE_EPOCHS, "epoch_seconds": timer.seconds, "accuracy": accuracy,
+            "precision": "bf16" if bf16 else "fp32",
             "settings": f"lr {learning_rate}, batch {args.per_device_train_batch_size}, {BASELINE_EPOCHS} epochs, "
-                        f"optimizer {getattr(args.optim, 'value', args.optim)}"}
+                        f"optimizer {getattr(args.optim, 'value', args.optim)}" + (", bf16" if bf16 else "")}
 
 
 def _trainer_accuracy(trainer: Any, dataset: Any) -> float:
@@ -297,8 +304,8 @@ def _mean_pooling_encoder(model_name: str) -> Callable[[list[str]], Any]:
 HF_ADAPT_RECIPES = {
     "hf_adapt_full": ("full", []),
     "hf_adapt_partial": ("partial", ["adapt.freeze_layers={half}"]),
-    # The features cost nothing per epoch: a higher LR and more epochs than the partial defaults.
-    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=1e-3", "train.epochs=50"]),
+    # As recipes/minilm_sst2_features.yaml: only the new head trains, at a higher LR, for a few cheap epochs.
+    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=2e-3", "train.epochs=5"]),
     "hf_adapt_lora": ("lora", []),
 }
 
@@ -329,6 +336,7 @@ def run_hf_adapt(spec: BenchSpec, variant: str) -> dict[str, Any]:
             "epoch_seconds": result.train["epoch_seconds"],
             "accuracy": {split: result.metrics[split]["accuracy"] for split in ("validation", "test")},
             "settings": " ".join(overrides) or "recipe defaults", "frozen_cache": result.train["frozen_cache"],
+            "precision": {"no": "fp32"}.get(result.hardware["mixed_precision"], result.hardware["mixed_precision"]),
             "model_dir": str(output_dir), **per_epoch}
 
 
@@ -413,6 +421,7 @@ def run_predict_comparison(spec: BenchSpec, variant: str) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[BenchSpec, str], dict[str, Any]]] = {
     "trainer_pad128": run_trainer_baseline, "trainer_dynamic": run_trainer_baseline,
+    "trainer_dynamic_bf16": run_trainer_baseline,
     "trainer_lora": run_trainer_baseline, "sklearn_logreg": run_sklearn_baseline,
     "hf_adapt_full": run_hf_adapt, "hf_adapt_partial": run_hf_adapt, "hf_adapt_frozen": run_hf_adapt,
     "hf_adapt_lora": run_hf_adapt, "predict": run_predict_comparison,
@@ -423,10 +432,11 @@ def run_child(spec_path: Path, variant: str, result_path: Path) -> int:
     """Subprocess entry: measure the peak, run one variant, write its result JSON."""
     spec = BenchSpec(**json.loads(spec_path.read_text()))
     peak = measure_matmul_peak(spec.peak_size)
+    peak_bf16 = measure_matmul_peak(spec.peak_size, dtype="bfloat16")
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     result = RUNNERS[variant](spec, variant)
     # The 1-minute load average beside the core count tells whether something else was running.
-    result.update(own_resources(), peak_gflops=peak, wall_s=round(time.perf_counter() - started, 2),
+    result.update(own_resources(), peak_gflops=peak, peak_gflops_bf16=peak_bf16, wall_s=round(time.perf_counter() - started, 2),
                   load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -444,18 +454,23 @@ def run_benchmark(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[s
     prepare_data(spec)
     out = Path(spec.output_dir)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    results, peaks = {}, [0.0]
+    results = {}
     for variant in spec.variants:
         with held_lock(spec.lock) as waited:
             log(f"[bench] {variant} (waited {waited:.0f} s for the lock) ...")
             results[variant] = run_variant(out, variant)
-        peaks.append(results[variant].get("peak_gflops", 0.0))
         log(f"[bench] {variant}: {summary_line(results[variant])}")
-    return write_bench_report(spec, results, max(peaks))
+    return write_bench_report(spec, results)
 
 
-def write_bench_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
-    report = build_report(spec, results, peak)
+def matmul_peaks(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The best matmul rate any variant's subprocess measured, per precision (GFLOP/s)."""
+    return {"fp32": max([0.0] + [r.get("peak_gflops", 0.0) for r in results.values()]),
+            "bf16": max([0.0] + [r.get("peak_gflops_bf16", 0.0) for r in results.values()])}
+
+
+def write_bench_report(spec: BenchSpec, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    report = build_report(spec, results, matmul_peaks(results))
     out = Path(spec.output_dir)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(render_markdown(report))
@@ -472,7 +487,7 @@ def rebuild_benchmark(output_dir: str) -> dict[str, Any]:
     missing = [v for v in spec.variants if v not in results]
     if missing:
         raise HfAdaptError(f"--rebuild {out}: no result for {', '.join(missing)}; run those variants again")
-    return write_bench_report(spec, results, max(r.get("peak_gflops", 0.0) for r in results.values()))
+    return write_bench_report(spec, results)
 
 
 def run_variant(out: Path, variant: str) -> dict[str, Any]:
@@ -501,8 +516,9 @@ def summary_line(result: dict[str, Any]) -> str:
     return f"{result['train_s']:.1f} s, test accuracy {result['accuracy']['test']:.4f}"
 
 
-def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peak: float) -> dict[str, Any]:
-    """Derived figures (throughputs, GFLOP/s, ratios to the reference) for every variant."""
+def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peaks: dict[str, float]) -> dict[str, Any]:
+    """Derived figures (throughputs, GFLOP/s, ratios to the reference) for every variant; the % of
+    peak is of the matmul peak in the precision the variant trained in."""
     shape = model_shape(spec.model)
     rows = {}
     for variant, result in results.items():
@@ -511,6 +527,7 @@ def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peak: floa
         epochs = float(result["epochs"])
         step_s = sum(result["epoch_seconds"]) or result["train_s"]
         flops = training_flops(shape, spec.tokens, flop_passes(variant, epochs, shape))
+        precision = result.get("precision", "fp32")
         rows[variant] = {
             "label": VARIANTS[variant], "train_s": round(result["train_s"], 2), "epochs": epochs,
             "epoch_seconds": result["epoch_seconds"],
@@ -520,15 +537,17 @@ def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peak: floa
             "validation_accuracy": round(result["accuracy"]["validation"], 4),
             "peak_rss_mb": result["peak_rss_mb"], "cpu_s": result.get("cpu_s"),
             "load_average": result.get("load_average"),
-            "gflops": round(flops / 1e9 / step_s, 1), "percent_of_peak": round(100 * flops / 1e9 / step_s / peak, 1),
+            "precision": precision, "gflops": round(flops / 1e9 / step_s, 1),
+            "percent_of_peak": round(100 * flops / 1e9 / step_s / (peaks[precision] or peaks["fp32"]), 1),
             "settings": result.get("settings", ""),
             "epoch_end_s": result.get("epoch_end_s"), "epoch_test_accuracy": result.get("epoch_test_accuracy"),
         }
     add_ratios(rows)
-    return {"spec": asdict(spec), "matmul_peak_gflops": peak, "flops_formula": FLOPS_FORMULA, "model_shape": shape,
+    return {"spec": asdict(spec), "matmul_peak_gflops": peaks["fp32"], "matmul_peak_gflops_bf16": peaks["bf16"],
+            "flops_formula": FLOPS_FORMULA, "model_shape": shape,
             "rows": rows, "predict": results.get("predict"), "errors": {k: v["error"] for k, v in results.items()
                                                                         if "error" in v},
-            "targets": check_targets(rows, results.get("predict"), peak)}
+            "targets": check_targets(rows, results.get("predict"), peaks)}
 
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
@@ -541,7 +560,8 @@ def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
         row["ratio_to_b"]["test_accuracy_points"] = round(100 * (row["test_accuracy"] - reference["test_accuracy"]), 2)
 
 
-def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | None, peak: float) -> list[dict[str, Any]]:
+def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | None,
+                  peaks: dict[str, float]) -> list[dict[str, Any]]:
     """The issue's targets, each with its numbers and whether this run met it (variants not run: not judged)."""
     targets: list[dict[str, Any]] = []
 
@@ -582,8 +602,11 @@ def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | Non
         judge("LoRA: within 1 point of full's accuracy", abs(lora["test_accuracy"] - full["test_accuracy"]) <= 0.01,
               f"{lora['test_accuracy']:.4f} vs {full['test_accuracy']:.4f}")
     if full:
+        peak = peaks[full["precision"]] or peaks["fp32"]
         judge("full fine-tuning >= 60% of the matmul peak on real tokens", full["gflops"] >= 0.6 * peak,
-              f"{full['gflops']:.0f} of {peak:.0f} GFLOP/s ({full['percent_of_peak']:.0f}%)")
+              f"{full['gflops']:.0f} of {peak:.0f} GFLOP/s, the {full['precision']} peak: it trained in "
+              f"{full['precision']} ({full['percent_of_peak']:.0f}%; "
+              f"{100 * full['gflops'] / peaks['fp32']:.0f}% of the fp32 peak, {peaks['fp32']:.0f} GFLOP/s)")
     if predict and "texts" in predict:
         speedup = predict["hf_adapt_texts_per_s"] / predict["pipeline_texts_per_s"]
         judge("predict >= 2x pipeline() throughput", speedup >= 2,
@@ -611,13 +634,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     spec, rows = report["spec"], report["rows"]
     lines = [f"Data: `{spec['data_dir']}`, {int(spec['tokens'].get('rows', 0)):,} training rows (seed {spec['seed']}), "
              f"scored on its test.csv; model `{spec['model']}`; matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s "
-             f"(fp32, measured in this run). Ratios are to (b).", "",
-             "| variant | train s | × (b) | samples/s | real tokens/s | test acc | Δ (b) pts | peak RSS MB | × (b) "
-             "| GFLOP/s | % peak | epoch s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"fp32, {report.get('matmul_peak_gflops_bf16') or 0:.0f} GFLOP/s bf16 (measured in this run). "
+             f"Ratios are to (b); % peak is of the peak in the variant's precision.", "",
+             "| variant | precision | train s | × (b) | samples/s | real tokens/s | test acc | Δ (b) pts | peak RSS MB "
+             "| × (b) | GFLOP/s | % peak | epoch s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows.values():
         ratio = row.get("ratio_to_b", {})
-        lines.append(f"| {row['label']} | {row['train_s']:.1f} | {_fmt(ratio.get('train_s'))} "
+        lines.append(f"| {row['label']} | {row.get('precision', 'fp32')} | {row['train_s']:.1f} "
+                     f"| {_fmt(ratio.get('train_s'))} "
                      f"| {row['samples_per_s']:.0f} "
                      f"| {row['real_tokens_per_s']:.0f} | {row['test_accuracy']:.4f} "
                      f"| {ratio.get('test_accuracy_points', 0):+.2f} | {row['peak_rss_mb']:.0f} "

@@ -42,7 +42,7 @@ from transformers.trainer_utils import TrainOutput
 
 from hf_adapt.config import RecipeConfig
 from hf_adapt.metrics import compute_classification_metrics
-from hf_adapt.modeling import encoder_layout, unwrap
+from hf_adapt.modeling import encoder_layout, layer_container, unwrap
 
 EXAMPLE_INDEX = "example_index"  # train-set column naming each row's place in the cache
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # a larger cache is memory-mapped from a file in the work directory
@@ -112,7 +112,7 @@ class PrefixCut:
         layout = encoder_layout(model)
         self.base = layout.base
         self.layers = layers
-        self.parent, self.attr = _layer_container(layout)
+        self.parent, self.attr = layer_container(layout)
         self.all_layers = getattr(self.parent, self.attr)
         self.bottom = nn.ModuleList(layout.layers[:layers])
         self.top = nn.ModuleList(layout.layers[layers:])
@@ -150,16 +150,6 @@ class PrefixCut:
 
     def prefix_trains(self) -> bool:
         return any(p.requires_grad for p in self.prefix_params)
-
-
-def _layer_container(layout: Any) -> tuple[nn.Module, str]:
-    """The module and attribute name of the `nn.ModuleList` that holds the encoder layers."""
-    for name, module in layout.base.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == len(layout.layers) and \
-                all(a is b for a, b in zip(module, layout.layers)):
-            parent_name, _, attr = name.rpartition(".")
-            return layout.base.get_submodule(parent_name) if parent_name else layout.base, attr
-    raise ValueError("the encoder layers are not held in one nn.ModuleList")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,10 +79,20 @@ class AdaptConfig:
     freeze_encoder: bool = field(
         default=False, metadata={"help": "partial: freeze the whole encoder; train the head only (features)."}
     )
+    pooling: str = field(
+        default="auto",
+        metadata={"help": "auto | cls | mean: what the head reads. cls = the first token (the model's own head); "
+                          "mean = the average of the token states, through a frozen pooling layer added on top "
+                          "(freeze_encoder only; hf_adapt.pooling). auto = mean with freeze_encoder, else cls."},
+    )
     # lora
     lora_r: int = field(default=8, metadata={"help": "lora: rank of the update matrices."})
     lora_alpha: int = field(default=16, metadata={"help": "lora: scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "lora: dropout on the LoRA input."})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"help": "lora: dropout on the LoRA input. 0 (peft's default) skips the extra copy of every input: "
+                          "on SST-2, 0.1 made epochs 15% slower and validation 0.8 points worse."},
+    )
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "lora: module names to adapt; default per architecture family."}
     )
@@ -152,7 +162,11 @@ class TrainConfig:
     )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     tensorboard: bool = field(default=False, metadata={"help": "Write TensorBoard logs to OUTPUT_DIR/runs."})
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (GPU)."})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={"help": "auto | no | bf16 | fp16 (GPU). auto = bf16 autocast where the hardware multiplies bf16 "
+                          "natively (a CUDA GPU that supports it, or a CPU with AMX), else fp32."},
+    )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept while training."})
     keep_checkpoints: bool = field(default=False, metadata={"help": "Keep intermediate checkpoints after success."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing non-empty output_dir."})
@@ -404,6 +418,10 @@ def validate(config: RecipeConfig) -> list[str]:
         check(a.freeze_embeddings or a.freeze_layers > 0 or a.freeze_encoder,
               "strategy 'partial' freezes nothing: set adapt.freeze_embeddings, adapt.freeze_layers or "
               "adapt.freeze_encoder")
+    check(a.pooling in ("auto", "cls", "mean"), f"adapt.pooling must be auto, cls or mean, got {a.pooling!r}")
+    check(a.pooling != "mean" or (a.strategy == "partial" and a.freeze_encoder),
+          "adapt.pooling: mean needs adapt.freeze_encoder: true (the pooling layer is exact only while the encoder "
+          "below it is frozen); use adapt.pooling: cls or auto")
     lora_defaults = AdaptConfig()
     if a.strategy != "lora":
         changed = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")
@@ -436,8 +454,8 @@ def validate(config: RecipeConfig) -> list[str]:
     check(t.early_stopping_patience is None or t.eval_strategy != "no",
           "train.early_stopping_patience needs evaluation: set train.eval_strategy to epoch or steps")
     check(t.class_weights in ("none", "balanced"), f"train.class_weights must be none or balanced, got {t.class_weights!r}")
-    check(t.mixed_precision in ("no", "bf16", "fp16"),
-          f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
+    check(t.mixed_precision in ("auto", "no", "bf16", "fp16"),
+          f"train.mixed_precision must be auto, no, bf16 or fp16, got {t.mixed_precision!r}")
     check(t.save_total_limit > 0, f"train.save_total_limit must be > 0, got {t.save_total_limit}")
     check(t.threads is None or t.threads > 0, f"train.threads must be > 0 or null, got {t.threads}")
     check(bool(t.output_dir), "train.output_dir must not be empty")

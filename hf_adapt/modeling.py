@@ -250,6 +250,16 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
     return EncoderLayout(base=base, embeddings=embeddings, layers=layers, head=head, head_names=head_names)
 
 
+def layer_container(layout: EncoderLayout) -> tuple[nn.Module, str]:
+    """The module and attribute name of the `nn.ModuleList` that holds the encoder layers."""
+    for name, module in layout.base.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == len(layout.layers) and \
+                all(a is b for a, b in zip(module, layout.layers)):
+            parent_name, _, attr = name.rpartition(".")
+            return layout.base.get_submodule(parent_name) if parent_name else layout.base, attr
+    raise ValueError("the encoder layers are not held in one nn.ModuleList")
+
+
 def parameter_depths(model: nn.Module) -> dict[int, int]:
     """Map `id(param)` -> depth below the head: head 0, top layer 1, ..., embeddings num_layers + 1."""
     layout = encoder_layout(model)

@@ -2,7 +2,8 @@
 
 - full: every weight trains.
 - partial: freeze the embeddings and/or the lowest k encoder layers, or the whole encoder
-  (head only: feature extraction).
+  (head only: feature extraction; the head reads mean-pooled token states by default,
+  hf_adapt.pooling).
 - lora: peft LoRA on the attention projections; the head is fully trained and saved with the
   adapter (`modules_to_save`), never LoRA-adapted.
 """
@@ -16,6 +17,7 @@ from torch import nn
 from hf_adapt.config import AdaptConfig
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.modeling import count_parameters, encoder_layout, lora_targets
+from hf_adapt.pooling import append_mean_pooling_layer, resolve_pooling
 
 
 @dataclass
@@ -49,6 +51,9 @@ def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
         raise HfAdaptError(f"adapt.freeze_layers is {config.freeze_layers} but the model has "
                            f"{layout.num_layers} encoder layers; use at most {layout.num_layers} "
                            f"(or adapt.freeze_encoder: true)")
+    if resolve_pooling(config) == "mean":
+        append_mean_pooling_layer(model)
+        layout = encoder_layout(model)
     model.requires_grad_(True)
     frozen: list[nn.Module] = []
     if config.freeze_encoder:

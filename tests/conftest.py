@@ -141,8 +141,10 @@ def tiny_recipe(model_dir: Path, data: dict[str, Path], output_dir: Path, **sect
         "data": {"train_file": str(data["train"]), "validation_file": str(data["validation"]),
                  "test_file": str(data["test"])},
         "optim": {"learning_rate": 1e-3, "warmup": 0.0},
+        # fp32 on every machine (`auto` would be bf16 on a CPU with AMX): tests that compare two runs,
+        # or a run with its reload, expect the same numbers everywhere. test_precision covers auto/bf16.
         "train": {"output_dir": str(output_dir), "epochs": 1, "batch_size": 16, "logging_steps": 5,
-                  "seed": 0},
+                  "seed": 0, "mixed_precision": "no"},
     }
     for section, values in sections.items():
         recipe.setdefault(section, {}).update(values)

@@ -19,6 +19,7 @@ from hf_adapt.config import config_from_dict
 from hf_adapt.engine import run_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.inference import evaluate_file
+from hf_adapt.pooling import append_mean_pooling_layer
 
 TEXTS = ["good movie", "the plot was very bad and boring and dull", "nice",
          "it is the worst film and the story is ugly really", "superb"]
@@ -194,8 +195,12 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tiny_bert, sentiment_
     assert result.train["steps"] == result.train["frozen_cache"]["cached_steps"] == 5 * 12  # 96 rows / 8
     assert len(result.train["epoch_seconds"]) == 5
     before, after = saved_weights(tiny_bert), saved_weights(tmp_path / "out")
+    untrained = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    pooling_layer = append_mean_pooling_layer(untrained).state_dict()
     for name, value in after.items():
-        if name.startswith("bert.") and not name.startswith("bert.pooler"):
+        if name.startswith("bert.encoder.layer.2."):  # the mean-pooling layer added on top, frozen too
+            assert torch.equal(value, pooling_layer[name.removeprefix("bert.encoder.layer.2.")]), name
+        elif name.startswith("bert.") and not name.startswith("bert.pooler"):
             assert torch.equal(value, before[name]), f"{name} is in the frozen encoder but moved"
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
     assert not torch.equal(after["bert.pooler.dense.weight"], before["bert.pooler.dense.weight"])

@@ -33,7 +33,8 @@ RECIPE_ADAPT = {
     "lora": {"strategy": "lora", "lora_r": 4},
 }
 # which parts must stay exactly as they were (LoRA: every original weight)
-FROZEN = {"full": set(), "partial": {"embeddings", "layer0"}, "features": {"embeddings", "layer0", "layer1"}}
+# features: layer2 is the frozen mean-pooling layer added on top (hf_adapt.pooling)
+FROZEN = {"full": set(), "partial": {"embeddings", "layer0"}, "features": {"embeddings", "layer0", "layer1", "layer2"}}
 
 
 class CaptureModel(TrainerCallback):

@@ -95,14 +95,15 @@ def test_full_trains_everything(tiny_models, family):
     ({"freeze_layers": 1}, {"layer0"}),
     ({"freeze_embeddings": True, "freeze_layers": 1}, {"embeddings", "layer0"}),
     ({"freeze_embeddings": True, "freeze_layers": 2}, {"embeddings", "layer0", "layer1"}),
-    ({"freeze_encoder": True}, {"embeddings", "layer0", "layer1"}),
+    ({"freeze_encoder": True}, {"embeddings", "layer0", "layer1", "layer2"}),  # layer2: mean pooling on top
+    ({"freeze_encoder": True, "pooling": "cls"}, {"embeddings", "layer0", "layer1"}),
 ])
 def test_partial_freezes_exactly_the_named_parts(tiny_models, family, adapt, frozen):
     model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="partial", **adapt))
 
     parts = trainable_parts(model)
 
-    assert set(parts) == {"embeddings", "layer0", "layer1", "head"}
+    assert set(parts) == {"embeddings", "layer0", "layer1", "head"} | frozen
     assert parts == {part: {part not in frozen} for part in parts}  # each part wholly frozen or trainable
 
 
@@ -163,7 +164,7 @@ def test_lora_target_errors_name_the_choices(tiny_bert):
 @pytest.mark.parametrize("adapt, frozen", [
     ({"strategy": "full"}, set()),
     ({"strategy": "partial", "freeze_embeddings": True, "freeze_layers": 1}, {"embeddings", "layer0"}),
-    ({"strategy": "partial", "freeze_encoder": True}, {"embeddings", "layer0", "layer1"}),
+    ({"strategy": "partial", "freeze_encoder": True}, {"embeddings", "layer0", "layer1", "layer2"}),
 ])
 def test_training_moves_trainable_weights_and_never_frozen_ones(tiny_models, family, adapt, frozen):
     model = apply_strategy(load(tiny_models[family]), AdaptConfig(**adapt))

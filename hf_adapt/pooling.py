@@ -1,0 +1,97 @@
+"""Mean pooling for a frozen encoder, built from a standard encoder layer so the saved model stays a
+plain transformers checkpoint (`pipeline("text-classification")` loads it, no custom code).
+
+Why: the heads of BERT-style classifiers read the first token's final state. For a frozen
+encoder that is a poor summary of the sentence: sentence encoders such as all-MiniLM-L6-v2 are
+trained with mean pooling, and even for BERT the average of the token states beats [CLS]
+(Reimers & Gurevych 2019). On SST-2 with MiniLM, logistic regression on mean-pooled features
+scored 0.80 where the trained head on the first token scored 0.75 (docs/benchmark.md).
+
+How: one more layer on top of the encoder, a copy of its top layer with weights set so that the
+first token's output is the (layer-normalised) mean of the real tokens' states:
+
+- query and key projections (and DeBERTa's positional ones) are zero, so every attention score
+  is 0 and each head attends uniformly to the unmasked tokens: its output is the mean of the
+  values;
+- the value projection is the identity, so that mean is the mean of the token states `m`;
+- the attention output projection is `SCALE` * identity, and its LayerNorm (weight 1, bias 0)
+  sees `SCALE * m + h_0`, where `h_0` is the token's own state (the residual): the result is
+  LayerNorm(m) up to `h_0 / SCALE`;
+- the feed-forward block is zero (activation(0) = 0 for GELU and ReLU), so the last LayerNorm
+  returns its already-normalised input.
+
+The layer is frozen (it must stay an average); the head on top trains as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from hf_adapt.config import AdaptConfig
+from hf_adapt.errors import HfAdaptError
+from hf_adapt.modeling import encoder_layout, layer_container, unwrap
+
+# SCALE bounds the first token's own share of the pooled state to about 1/SCALE; larger values
+# would overflow fp16 (max 65504) for token states with entries near 100.
+SCALE = 1000.0
+# Module names inside one encoder layer, per family (BERT/RoBERTa/ELECTRA, DistilBERT, DeBERTa-v2).
+VALUE_PROJECTIONS = ("attention.self.value", "attention.v_lin", "attention.self.value_proj")
+ATTENTION_OUTPUTS = ("attention.output.dense", "attention.out_lin")
+
+
+def resolve_pooling(adapt: AdaptConfig) -> str:
+    """`adapt.pooling` as applied: `auto` is mean for a frozen encoder and cls otherwise."""
+    if adapt.pooling != "auto":
+        return adapt.pooling
+    return "mean" if adapt.strategy == "partial" and adapt.freeze_encoder else "cls"
+
+
+def append_mean_pooling_layer(model: nn.Module) -> nn.Module:
+    """Add the mean-pooling layer on top of `model`'s encoder (in place; returns the new layer).
+
+    `config.num_hidden_layers` grows by one, so a saved model reloads with the layer in place. A
+    model whose top layer already is one (trained with it, now continued) is left as it is.
+    """
+    model = unwrap(model)
+    layout = encoder_layout(model)
+    if is_mean_pooling_layer(layout.layers[-1]):  # a model trained this way, continued: pooled already
+        return layout.layers[-1]
+    layer = copy.deepcopy(layout.layers[-1])
+    linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    value = [n for n in linears if n in VALUE_PROJECTIONS]
+    output = [n for n in linears if n in ATTENTION_OUTPUTS]
+    if len(value) != 1 or len(output) != 1:
+        raise HfAdaptError(f"adapt.pooling: mean is not available for {type(model).__name__} (its layers have no "
+                           f"separate value and attention-output projections); use adapt.pooling: cls")
+    with torch.no_grad():
+        for name, linear in linears.items():
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
+            if name in value or name in output:
+                linear.weight.copy_(torch.eye(*linear.weight.shape) * (SCALE if name in output else 1.0))
+        for norm in (m for m in layer.modules() if isinstance(m, nn.LayerNorm)):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    layer.requires_grad_(False)
+    parent, attr = layer_container(layout)
+    getattr(parent, attr).append(layer)
+    model.config.num_hidden_layers += 1
+    return layer
+
+
+
+def is_mean_pooling_layer(layer: nn.Module) -> bool:
+    """Whether `layer` is what `append_mean_pooling_layer` builds (identity values, SCALE output, zero FFN)."""
+    linears = dict((name, m) for name, m in layer.named_modules() if isinstance(m, nn.Linear))
+    if not any(n in VALUE_PROJECTIONS for n in linears) or not any(n in ATTENTION_OUTPUTS for n in linears):
+        return False
+    for name, linear in linears.items():
+        scale = 1.0 if name in VALUE_PROJECTIONS else SCALE if name in ATTENTION_OUTPUTS else 0.0
+        expected = torch.eye(*linear.weight.shape, dtype=linear.weight.dtype) * scale
+        if not torch.equal(linear.weight.detach().cpu(), expected):
+            return False
+    return True
