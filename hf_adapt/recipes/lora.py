@@ -8,7 +8,10 @@ from hf_adapt.config import RecipeConfig, as_config
 from hf_adapt.engine import RunResult, run_recipe
 
 # LoRA updates few weights from a zero start: it needs a ~10x higher LR than full fine-tuning.
-DEFAULTS = {"adapt": {"strategy": "lora"}, "optim": {"learning_rate": 1e-3}}
+# Rank 16 (alpha 32, the same scale 2 as r 8 / alpha 16) at 2e-3: on 5,000 SST-2 rows validation
+# accuracy 0.848, against 0.833 for r 8 at 1e-3, 0.837 for r 8 at 2e-3 and 0.827 for r 16 at 3e-3
+# (one run each, bf16, dropout 0), at about the same time per epoch.
+DEFAULTS = {"adapt": {"strategy": "lora", "lora_r": 16, "lora_alpha": 32}, "optim": {"learning_rate": 2e-3}}
 
 
 def run(config: RecipeConfig | str | Path) -> RunResult:
