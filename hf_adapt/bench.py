@@ -102,9 +102,9 @@ def measure_matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float3
     """GFLOP/s of the best of `repeats` `size x size` matmuls (and half and double `size`) in `dtype`."""
     import torch
 
-    best = 0.0
+    best, torch_dtype = 0.0, getattr(torch, dtype)
     for n in (size // 2, size, size * 2):
-        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+        a, b = torch.randn(n, n, dtype=torch_dtype), torch.randn(n, n, dtype=torch_dtype)
         a @ b  # warm-up: thread pool and MKL kernels
         for _ in range(repeats):
             started = time.perf_counter()
@@ -436,8 +436,8 @@ def run_child(spec_path: Path, variant: str, result_path: Path) -> int:
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     result = RUNNERS[variant](spec, variant)
     # The 1-minute load average beside the core count tells whether something else was running.
-    result.update(own_resources(), peak_gflops=peak, peak_gflops_bf16=peak_bf16, wall_s=round(time.perf_counter() - started, 2),
-                  load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    result.update(own_resources(), peak_gflops=peak, peak_gflops_bf16=peak_bf16,
+                  wall_s=round(time.perf_counter() - started, 2), load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
@@ -467,6 +467,11 @@ def matmul_peaks(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The best matmul rate any variant's subprocess measured, per precision (GFLOP/s)."""
     return {"fp32": max([0.0] + [r.get("peak_gflops", 0.0) for r in results.values()]),
             "bf16": max([0.0] + [r.get("peak_gflops_bf16", 0.0) for r in results.values()])}
+
+
+def peak_for(peaks: dict[str, float], precision: str) -> float:
+    """The matmul peak a variant that trained in `precision` is held to (fp32 where none was measured)."""
+    return peaks.get(precision) or peaks["fp32"]
 
 
 def write_bench_report(spec: BenchSpec, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -538,7 +543,7 @@ def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peaks: dic
             "peak_rss_mb": result["peak_rss_mb"], "cpu_s": result.get("cpu_s"),
             "load_average": result.get("load_average"),
             "precision": precision, "gflops": round(flops / 1e9 / step_s, 1),
-            "percent_of_peak": round(100 * flops / 1e9 / step_s / (peaks[precision] or peaks["fp32"]), 1),
+            "percent_of_peak": round(100 * flops / 1e9 / step_s / peak_for(peaks, precision), 1),
             "settings": result.get("settings", ""),
             "epoch_end_s": result.get("epoch_end_s"), "epoch_test_accuracy": result.get("epoch_test_accuracy"),
         }
@@ -602,7 +607,7 @@ def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | Non
         judge("LoRA: within 1 point of full's accuracy", abs(lora["test_accuracy"] - full["test_accuracy"]) <= 0.01,
               f"{lora['test_accuracy']:.4f} vs {full['test_accuracy']:.4f}")
     if full:
-        peak = peaks[full["precision"]] or peaks["fp32"]
+        peak = peak_for(peaks, full["precision"])
         judge("full fine-tuning >= 60% of the matmul peak on real tokens", full["gflops"] >= 0.6 * peak,
               f"{full['gflops']:.0f} of {peak:.0f} GFLOP/s, the {full['precision']} peak: it trained in "
               f"{full['precision']} ({full['percent_of_peak']:.0f}%; "

@@ -60,19 +60,15 @@ def append_mean_pooling_layer(model: nn.Module) -> nn.Module:
     if is_mean_pooling_layer(layout.layers[-1]):  # a model trained this way, continued: pooled already
         return layout.layers[-1]
     layer = copy.deepcopy(layout.layers[-1])
-    linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
-    value = [n for n in linears if n in VALUE_PROJECTIONS]
-    output = [n for n in linears if n in ATTENTION_OUTPUTS]
-    if len(value) != 1 or len(output) != 1:
+    scales = _pooling_scales(layer)
+    if scales is None:
         raise HfAdaptError(f"adapt.pooling: mean is not available for {type(model).__name__} (its layers have no "
                            f"separate value and attention-output projections); use adapt.pooling: cls")
     with torch.no_grad():
-        for name, linear in linears.items():
-            linear.weight.zero_()
+        for linear, scale in scales.values():
+            linear.weight.copy_(_scaled_identity(linear, scale))
             if linear.bias is not None:
                 linear.bias.zero_()
-            if name in value or name in output:
-                linear.weight.copy_(torch.eye(*linear.weight.shape) * (SCALE if name in output else 1.0))
         for norm in (m for m in layer.modules() if isinstance(m, nn.LayerNorm)):
             norm.weight.fill_(1.0)
             norm.bias.zero_()
@@ -83,15 +79,23 @@ def append_mean_pooling_layer(model: nn.Module) -> nn.Module:
     return layer
 
 
-
 def is_mean_pooling_layer(layer: nn.Module) -> bool:
     """Whether `layer` is what `append_mean_pooling_layer` builds (identity values, SCALE output, zero FFN)."""
-    linears = dict((name, m) for name, m in layer.named_modules() if isinstance(m, nn.Linear))
-    if not any(n in VALUE_PROJECTIONS for n in linears) or not any(n in ATTENTION_OUTPUTS for n in linears):
-        return False
-    for name, linear in linears.items():
-        scale = 1.0 if name in VALUE_PROJECTIONS else SCALE if name in ATTENTION_OUTPUTS else 0.0
-        expected = torch.eye(*linear.weight.shape, dtype=linear.weight.dtype) * scale
-        if not torch.equal(linear.weight.detach().cpu(), expected):
-            return False
-    return True
+    scales = _pooling_scales(layer)
+    return scales is not None and all(torch.equal(linear.weight.detach().cpu(), _scaled_identity(linear, scale))
+                                      for linear, scale in scales.values())
+
+
+def _pooling_scales(layer: nn.Module) -> dict[str, tuple[nn.Linear, float]] | None:
+    """Every Linear of `layer` with the multiple of the identity its weight takes in the pooling
+    layer (value 1, attention output SCALE, all others 0); None without exactly one of each of the
+    first two."""
+    linears = {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    if sum(n in VALUE_PROJECTIONS for n in linears) != 1 or sum(n in ATTENTION_OUTPUTS for n in linears) != 1:
+        return None
+    return {name: (linear, 1.0 if name in VALUE_PROJECTIONS else SCALE if name in ATTENTION_OUTPUTS else 0.0)
+            for name, linear in linears.items()}
+
+
+def _scaled_identity(linear: nn.Linear, scale: float) -> torch.Tensor:
+    return torch.eye(*linear.weight.shape, dtype=linear.weight.dtype) * scale

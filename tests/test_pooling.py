@@ -34,7 +34,8 @@ def test_first_token_output_is_the_mean_of_the_states_below(tiny_models, family)
     append_mean_pooling_layer(model)
     assert encoder_layout(model).num_layers == model.config.num_hidden_layers == layers + 1
     batch = AutoTokenizer.from_pretrained(tiny_models[family])(TEXTS, padding=True, return_tensors="pt")
-    batch.pop("token_type_ids", None) if family == "distilbert" else None
+    if family == "distilbert":  # takes no token types
+        batch.pop("token_type_ids", None)
     with torch.no_grad():
         hidden = model.base_model(**batch, output_hidden_states=True).hidden_states
     pooled, below = hidden[-1][:, 0], hidden[-2]
