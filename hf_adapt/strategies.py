@@ -4,8 +4,8 @@
 - partial: freeze the embeddings and/or the lowest k encoder layers, or the whole encoder
   (head only: feature extraction; the head reads mean-pooled token states by default,
   hf_adapt.pooling).
-- lora: peft LoRA on the attention projections; the head is fully trained and saved with the
-  adapter (`modules_to_save`), never LoRA-adapted.
+- lora: peft LoRA on the query/value and feed-forward up-projections; the head is fully trained
+  and saved with the adapter (`modules_to_save`), never LoRA-adapted.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
 
 def apply_lora(model: nn.Module, config: AdaptConfig) -> nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     layout = encoder_layout(model)
     targets = config.lora_target_modules or lora_targets(model)
@@ -82,7 +83,15 @@ def apply_lora(model: nn.Module, config: AdaptConfig) -> nn.Module:
         # The head is new for the task: train it fully and save it with the adapter.
         modules_to_save=layout.head_names,
     )
-    return get_peft_model(model, lora_config)
+    model = get_peft_model(model, lora_config)
+    # peft casts each LoRA layer's input to the adapter's dtype. Our weights are all fp32, so that
+    # is a no-op in fp32 and, under bf16 autocast, a full-width fp32 copy of the activations that
+    # autocast casts straight back. With LoRA on every Linear (SST-2, bf16, 2 cores) the casts cost
+    # 3% of an epoch and 50-90 MB of peak memory, for the same accuracy to the last digit.
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+    return model
 
 
 def check_lora_targets(model: nn.Module, targets: list[str], head_names: list[str]) -> None:

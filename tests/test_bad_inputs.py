@@ -163,6 +163,8 @@ CASES = [
     Bad("wrong-type", lambda w: w.train(train={"epochs": "three"}), "train.epochs must be a number, got 'three'"),
     Bad("wrong-type-bool", lambda w: w.train(train={"group_by_length": "sometimes"}),
         "train.group_by_length must be true/false, got 'sometimes'"),
+    Bad("pad-multiple-zero", lambda w: w.train(train={"pad_to_multiple_of": 0}),
+        "train.pad_to_multiple_of must be > 0 or null, got 0"),
     Bad("lr-zero", lambda w: w.train(optim={"learning_rate": 0}), "optim.learning_rate must be > 0, got 0.0"),
     Bad("lr-negative", lambda w: w.train("optim.learning_rate=-1e-5"), "optim.learning_rate must be > 0, got -1e-05"),
     Bad("decay-above-one", lambda w: w.train(optim={"layer_decay": 1.5}),

@@ -195,6 +195,25 @@ def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp
     assert not torch.isclose(loss, plain)
 
 
+@pytest.mark.parametrize("multiple", [8, 5, None])
+def test_batches_are_padded_to_the_configured_multiple(tiny_bert, small_csvs, tmp_path, multiple):
+    config = config_from_dict(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out",
+                                          train={"pad_to_multiple_of": multiple}))
+    task = load_task_data(config.data, seed=0)
+    tokenizer = load_tokenizer(config.model)
+    encoded = tokenize_splits(task.splits, tokenizer, task.label_map, 32)
+    trainer = build_trainer(config, load_model(config.model, task.label_map), tokenizer, encoded, task.label_map,
+                            tmp_path / "work", [])
+
+    for loader in (trainer.get_train_dataloader(), trainer.get_eval_dataloader()):
+        for batch in loader:
+            width, longest = batch["input_ids"].shape[1], int(batch["attention_mask"].sum(1).max())
+            if multiple is None:
+                assert width == longest
+            else:
+                assert width % multiple == 0 and longest <= width < longest + multiple
+
+
 def test_step_evaluation_and_kept_checkpoints(tiny_bert, small_csvs, tmp_path):
     output = tmp_path / "out"
     result, capture = train(tiny_recipe(tiny_bert, small_csvs, output,

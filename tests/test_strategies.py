@@ -114,7 +114,7 @@ def test_lora_trains_the_adapters_and_the_head_only(tiny_models, family):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
 
     lora = [n for n in trainable if "lora_" in n]
-    assert len(lora) == 2 * 2 * NUM_LAYERS  # lora_A and lora_B on two projections per layer
+    assert len(lora) == 2 * 3 * NUM_LAYERS  # lora_A and lora_B on three projections per layer
     assert all(part_of(model, n).startswith("layer") for n in lora)
     head = [n for n in trainable if "lora_" not in n]
     assert head and all(".modules_to_save." in n and part_of(model, n) == "head" for n in head)
@@ -139,6 +139,27 @@ def test_lora_custom_targets(tiny_bert):
     targeted = {re.search(r"\.(\w+)\.lora_A\.", n).group(1) for n, _ in model.named_parameters() if "lora_A" in n}
 
     assert targeted == {"query", "key", "value"}
+
+
+def test_lora_layers_leave_dtypes_to_autocast(tiny_bert):
+    """peft's cast of each LoRA input to fp32 is switched off: under bf16 autocast it only copied
+    the activations; the outputs are the same with and without it."""
+    model = apply_strategy(load(tiny_bert), AdaptConfig(strategy="lora", lora_r=2,
+                                                        lora_target_modules=["query", "value", "dense"]))
+    lora_layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    for module in model.modules():  # the adapters start at zero: give them weights that count
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight)
+    vocab = model.get_base_model().config.vocab_size
+    inputs = {"input_ids": torch.randint(5, vocab, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+
+    assert lora_layers and not any(m.cast_input_dtype_enabled for m in lora_layers)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        uncast = model(**inputs).logits
+        for m in lora_layers:
+            m.cast_input_dtype_enabled = True
+        cast = model(**inputs).logits
+    torch.testing.assert_close(uncast, cast, rtol=0.02, atol=0.02)
 
 
 def test_lora_target_errors_name_the_choices(tiny_bert):
