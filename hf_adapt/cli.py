@@ -70,6 +70,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--json", metavar="OUT", help="Also write the metrics to this JSON file.")
+    add_device_argument(parser)
     parser.set_defaults(func=run_eval)
 
 
@@ -78,7 +79,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     check_positive(args, "batch_size", "max_length")
     metrics = evaluate_file(resolve_model(args.model), args.data, text_column=args.text_column,
-                            label_column=args.label_column, batch_size=args.batch_size, max_length=args.max_length)
+                            label_column=args.label_column, batch_size=args.batch_size, max_length=args.max_length,
+                            device=resolve_device(args.device))
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
@@ -95,7 +97,27 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256, help="Truncate texts to this many tokens.")
+    add_device_argument(parser)
     parser.set_defaults(func=run_predict)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda, cuda:1, ...")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HfAdaptError(f"--device {name!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HfAdaptError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu (or auto)")
+    return name
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -104,7 +126,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     check_positive(args, "batch_size", "max_length")
     texts = read_texts(args.input, args.text_column)
-    model, tokenizer = load_trained(resolve_model(args.model))
+    model, tokenizer = load_trained(resolve_model(args.model), device=resolve_device(args.device))
     predictions = predict(model, tokenizer, texts, batch_size=args.batch_size, max_length=args.max_length)
     write_predictions(texts, predictions, args.output)
     return 0

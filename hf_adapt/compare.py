@@ -17,7 +17,7 @@ Strategies (a strategy other than the recipe's own starts from that strategy's d
 
     features  partial with the whole encoder frozen: only the head trains
     partial   embeddings and the lower half of the encoder layers frozen
-    lora      LoRA adapters on the attention query/value and feed-forward projections, head fully trained
+    lora      LoRA adapters on the attention projections, head fully trained
     full      every weight trains
     scratch   full, from random weights of the same architecture (the "retrain" baseline)
 """

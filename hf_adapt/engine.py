@@ -256,8 +256,20 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         save_outputs(trainer, config, task.label_map, result, output_dir, work_dir, started, state_dict)
         if config.hub.push:
             push_result(config, output_dir)
-    trainer.accelerator.wait_for_everyone()
+    wait_for_everyone()
     return result
+
+
+def wait_for_everyone() -> None:
+    """Every rank meets here. Not accelerate's `wait_for_everyone`: it passes the local rank as a
+    CUDA device id even to CPU processes, which fails on a machine with fewer GPUs than processes
+    (ACCELERATE_USE_CPU=true with scripts/accelerate/cpu_2proc.yaml on a one-GPU machine)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_backend() == "nccl":
+        torch.distributed.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        torch.distributed.barrier()
 
 
 def set_cpu_threads(threads: int | None) -> None:

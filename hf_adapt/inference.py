@@ -57,9 +57,10 @@ def predict(model: Any, tokenizer: Any, texts: list[str], **kwargs: Any) -> list
 
 
 def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: str = "text",
-                  label_column: str = "label", batch_size: int = 64, max_length: int = 256) -> dict[str, float]:
+                  label_column: str = "label", batch_size: int = 64, max_length: int = 256,
+                  device: str = "cpu") -> dict[str, float]:
     """Metrics (accuracy, macro-F1, MCC, per-class F1) of a saved model on a labelled file."""
-    model, tokenizer = load_trained(model_dir)
+    model, tokenizer = load_trained(model_dir, device=device)
     dataset = load_file(data_file)
     for column in (text_column, label_column):
         if column not in dataset.column_names:

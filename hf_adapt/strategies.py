@@ -4,8 +4,8 @@
 - partial: freeze the embeddings and/or the lowest k encoder layers, or the whole encoder
   (head only: feature extraction; the head reads mean-pooled token states by default,
   hf_adapt.pooling).
-- lora: peft LoRA on the query/value and feed-forward up-projections; the head is fully trained
-  and saved with the adapter (`modules_to_save`), never LoRA-adapted.
+- lora: peft LoRA on the attention projections; the head is fully trained and saved with the
+  adapter (`modules_to_save`), never LoRA-adapted.
 """
 
 from __future__ import annotations

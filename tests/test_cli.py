@@ -172,6 +172,27 @@ def test_predict_reads_stdin_and_prints_json_lines(trained, monkeypatch, capsys)
     assert [r["label"] for r in rows] == expected_labels(trained, ["good movie", "the plot was awful"])
 
 
+def test_predict_and_eval_run_on_the_device_asked_for(trained, data, monkeypatch, capsys):
+    import hf_adapt.modeling as modeling
+
+    devices = []
+    load = modeling.load_trained
+    monkeypatch.setattr(modeling, "load_trained", lambda d, device="cpu": devices.append(device) or load(d, device=device))
+    monkeypatch.setattr("hf_adapt.inference.load_trained", modeling.load_trained)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("good movie\n"))
+
+    assert main(["predict", "--model", str(trained), "--device", "cpu"]) == 0
+    assert main(["eval", "--model", str(trained), "--data", str(data["test"])]) == 0  # auto
+
+    assert devices == ["cpu", "cuda" if torch.cuda.is_available() else "cpu"]
+    capsys.readouterr()
+    assert main(["predict", "--model", str(trained), "--device", "gpu0"]) == 2
+    assert "--device 'gpu0' is not a device; use auto, cpu or cuda[:N]" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["eval", "--model", str(trained), "--data", str(data["test"]), "--device", "cuda"]) == 2
+        assert "torch sees no CUDA GPU here; use --device cpu (or auto)" in capsys.readouterr().err
+
+
 def test_console_script_predicts_from_stdin(trained):
     completed = subprocess.run([str(HF_ADAPT), "predict", "--model", str(trained)], input="\n".join(TEXTS) + "\n",
                                capture_output=True, text=True, timeout=300, check=False)

@@ -124,8 +124,9 @@ def launched(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Pa
     launcher.write_text(LAUNCHER, encoding="utf-8")
     records = tmp / "records"
     records.mkdir()
+    # ACCELERATE_USE_CPU: as the config's header says, on a machine with GPUs too (else both ranks take GPU 0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "scripts" / "accelerate" / "cpu_2proc.yaml"),

@@ -26,8 +26,8 @@ class StartingPoint(TrainerCallback):
     """Records the model's weights and logits on PROBE_TEXTS before the first training step."""
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        self.state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.encoder = {k: v.detach().clone() for k, v in encoder_layout(model).base.state_dict().items()}
+        self.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self.encoder = {k: v.detach().cpu().clone() for k, v in encoder_layout(model).base.state_dict().items()}
         self.logits = logits(model, processing_class)
         self.labels = dict(model.config.id2label)
 
@@ -36,7 +36,8 @@ def logits(model: torch.nn.Module, tokenizer) -> torch.Tensor:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(**tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt")).logits
+        batch = tokenizer(PROBE_TEXTS, padding=True, return_tensors="pt").to(next(model.parameters()).device)
+        out = model(**batch).logits.cpu()  # a run on a GPU leaves the model there
     model.train(was_training)
     return out
 

@@ -66,7 +66,7 @@ def part_of(name: str, base_prefix: str) -> str:
 def logits_of(model: torch.nn.Module, tokenizer, texts: list[str] = TEXTS) -> torch.Tensor:
     model.eval()
     batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    return model(**batch).logits
+    return model(**batch.to(next(model.parameters()).device)).logits.cpu()  # a run on a GPU leaves it there
 
 
 def train(recipe: dict) -> tuple:
@@ -188,8 +188,10 @@ def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp
     torch.testing.assert_close(trainer.class_weights, torch.tensor(expected, dtype=torch.float32))
     torch.testing.assert_close(balanced_class_weights(encoded["train"], task.label_map), trainer.class_weights)
     batch = next(iter(trainer.get_train_dataloader()))
-    loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
-    weighted = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"], weight=trainer.class_weights)
+    batch = {k: v.to(trainer.args.device) for k, v in batch.items()}
+    loss, outputs = trainer.compute_loss(model.to(trainer.args.device), dict(batch), return_outputs=True)
+    weight = trainer.class_weights.to(trainer.args.device)
+    weighted = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"], weight=weight)
     plain = torch.nn.functional.cross_entropy(outputs.logits, batch["labels"])
     torch.testing.assert_close(loss, weighted)
     assert not torch.isclose(loss, plain)
