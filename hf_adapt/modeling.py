@@ -29,8 +29,8 @@ LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
 
 # LoRA targets per `config.model_type`: the attention query/value projections (Hu et al. 2021, and
 # peft's default). Adding the feed-forward up-projection (intermediate.dense) was tried on SST-2:
-# validation 0.854 vs 0.836 in one recipe run, but the benchmark's test accuracy did not move
-# (0.8462 vs 0.8468) and epochs took 0.81x a full epoch instead of 0.67x (docs/benchmark.md).
+# validation 0.854 vs 0.836 in one recipe run, but in the benchmark its test accuracy was no
+# better (0.8462 vs 0.8479) and epochs took 0.81x a full epoch instead of 0.72x (docs/benchmark.md).
 LORA_TARGETS = {
     "bert": ["query", "value"],
     "roberta": ["query", "value"],
