@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -296,11 +297,30 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RecipeCon
     return config
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans (true/false only). PyYAML follows YAML 1.1, where yes/no/on/off
+    are booleans too, so `mixed_precision: no` (Accelerate's spelling) arrived as False."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+# yes/no/on/off still switch a boolean field (`train.overwrite=yes`): `_coerce` reads them.
+_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise HfAdaptError(f"recipe file {path} not found: give the path of a YAML recipe (see recipes/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -321,7 +341,7 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
     if not sep or not dot or not name:
         raise HfAdaptError(f"override '{item}' must look like section.key=value, e.g. optim.layer_decay=0.8")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
     return section, name, parsed
@@ -359,6 +379,8 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.strip().lower()]
         raise TypeError
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):

@@ -85,6 +85,19 @@ def test_scientific_notation_strings_become_floats(tmp_path, text):
     assert config.optim.head_learning_rate == float(text) and type(config.optim.head_learning_rate) is float
 
 
+def test_no_stays_a_word_for_string_fields_and_a_switch_for_boolean_ones(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads `no` as False: `mixed_precision: no` became 'False' and failed.
+    path = write_yaml(tmp_path / "r.yaml", "data:\n  train_file: t.csv\ntrain:\n  mixed_precision: no\n"
+                                           "  overwrite: yes\n  tensorboard: off\n")
+
+    from_file = load_config(path)
+    overridden = load_config(path, ["train.mixed_precision=no", "train.overwrite=no", "train.tensorboard=on"])
+
+    assert (from_file.train.mixed_precision, from_file.train.overwrite, from_file.train.tensorboard) == ("no", True, False)
+    assert (overridden.train.mixed_precision, overridden.train.overwrite, overridden.train.tensorboard) == ("no", False, True)
+    assert "train.overwrite must be true/false, got 'maybe'" in error_of({"data": DATA, "train": {"overwrite": "maybe"}})
+
+
 def test_integral_float_becomes_int_but_fraction_is_an_error():
     assert config_from_dict({"data": DATA, "train": {"batch_size": 16.0}}).train.batch_size == 16
     assert "train.batch_size must be an integer, got 16.5" in error_of({"data": DATA, "train": {"batch_size": 16.5}})
@@ -146,11 +159,11 @@ def test_malformed_override_says_the_expected_shape(tmp_path, item):
 
 def test_all_type_errors_are_reported_at_once():
     message = error_of({"data": DATA, "optim": {"learning_rate": "fast"},
-                        "train": {"epochs": [1], "tensorboard": "yes"}, "model": {"max_length": None}})
+                        "train": {"epochs": [1], "tensorboard": "sometimes"}, "model": {"max_length": None}})
 
     assert "optim.learning_rate must be a number, got 'fast'" in message
     assert "train.epochs must be a number, got [1]" in message
-    assert "train.tensorboard must be true/false, got 'yes'" in message
+    assert "train.tensorboard must be true/false, got 'sometimes'" in message
     assert "model.max_length must be an integer, got None" in message
 
 
