@@ -43,6 +43,12 @@ class ModelConfig:
         metadata={"help": "An earlier hf_adapt output directory to continue from on new data (its weights, and "
                           "its head when the labels match; a changed label set gets a fresh head)."},
     )
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "Probability of every dropout layer in the model while training (hidden states, attention "
+                          "weights, classifier); null keeps the checkpoint's (0.1 in BERT-style models). The saved "
+                          "config.json keeps the checkpoint's values. LoRA's default is 0."},
+    )
     from_scratch: bool = field(
         default=False,
         metadata={"help": "Random weights with the model's architecture and tokenizer (the 'retrain from "
@@ -428,6 +434,7 @@ def validate(config: RecipeConfig) -> list[str]:
 
     m, d, a, o, t, h = config.model, config.data, config.adapt, config.optim, config.train, config.hub
     check(m.max_length > 0, f"model.max_length must be > 0, got {m.max_length}")
+    check(m.dropout is None or 0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1) or null, got {m.dropout}")
     check(bool(d.train_file) != bool(d.dataset),
           "data: give exactly one of data.train_file or data.dataset"
           + (f", got both ({d.train_file!r}, {d.dataset!r})" if d.train_file and d.dataset else ""))

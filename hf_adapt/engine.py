@@ -45,7 +45,7 @@ from hf_adapt.controls import (Controls, apply_controls, check_fsdp_controls, ch
 from hf_adapt.data import LabelMap, TaskData, load_task_data, tokenize_splits
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import build_compute_metrics
-from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, unwrap
+from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
 from hf_adapt.pooling import resolve_pooling
 from hf_adapt.strategies import apply_strategy, trainable_summary
@@ -214,6 +214,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
     model = load_model(config.model, task.label_map, init_from_scratch=config.model.from_scratch)
     check_max_length(config.model, model)
+    set_dropout(model, config.model.dropout)  # before LoRA, whose own dropout is adapt.lora_dropout
     model = apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
     summary = trainable_summary(model)
     print(f"[hf_adapt] {config.adapt.strategy}: {summary}")
@@ -227,7 +228,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                            "scripts/accelerate/ddp_multi_gpu.yaml (LoRA's frozen encoder fits on every GPU)")
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
     setup_s = time.perf_counter() - started
-    with interrupt.catch_signals():  # the frozen prefix is computed once when the recipe freezes one
+    # The frozen prefix is computed once when the recipe freezes one.
+    with interrupt.catch_signals(), training_attention(trainer.args.device):
         train_output = train_with_cache(trainer, config, encoded, work_dir,
                                         resume_from_checkpoint=find_resume_checkpoint(config, work_dir))
     interrupt.raise_if_stopped(trainer.state, work_dir)
@@ -283,6 +285,24 @@ def set_cpu_threads(threads: int | None) -> None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // processes)
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def training_attention(device: torch.device) -> Iterator[None]:
+    """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel.
+
+    With attention dropout on, scaled_dot_product_attention uses the math kernel anyway (the CPU
+    flash kernel has no dropout). Without it (`model.dropout: 0`, LoRA's default) it picked flash,
+    whose backward pass took 87 of the 180 ms of a MiniLM LoRA step on SST-2 batches (2 cores);
+    with the math kernel the step took 104 ms (scripts/bench_step.py, docs/benchmark.md).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
 
 
 def resolve_mixed_precision(setting: str) -> str:

@@ -148,6 +148,16 @@ def check_max_length(config: ModelConfig, model: PreTrainedModel) -> None:
                            f"{limit} tokens; set model.max_length to {limit} or less")
 
 
+def set_dropout(model: nn.Module, probability: float | None) -> None:
+    """`model.dropout`: set every `nn.Dropout` in the model (transformers' attention modules read
+    their dropout's `p` too). The config is left alone, so a saved model keeps the checkpoint's rates."""
+    if probability is None:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = probability
+
+
 def load_init_from(directory: str | Path, label_map: LabelMap) -> PreTrainedModel:
     """Continue from an earlier hf_adapt output (a plain model or a LoRA adapter with its head).
 

@@ -15,9 +15,7 @@ compilation happens), the steady ms/step after them, and the ratios.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import subprocess
 import sys
 import time
@@ -25,36 +23,16 @@ import time
 WARMUP_STEPS = 20
 
 
-def batches(model_path: str, data: str, steps: int, batch_size: int = 32) -> tuple[list[dict], int]:
-    """`steps` batches of the first rows of `data`, and the number of labels."""
-    import torch
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    with open(data, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[: batch_size * steps]
-    names = sorted({r["label"] for r in rows})
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # length-grouped, then shuffled
-    out = []
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        batch = tokenizer([rows[i]["text"] for i in index], padding=True, pad_to_multiple_of=8, truncation=True,
-                          max_length=64, return_tensors="pt")
-        batch["labels"] = torch.tensor([names.index(rows[i]["label"]) for i in index])
-        out.append(batch)
-    random.Random(0).shuffle(out)
-    return out, len(names)
-
-
 def run_mode(mode: str, model: str, data: str, steps: int) -> dict:
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hf_adapt.engine import native_bf16
     from hf_adapt.modeling import resolve_model_path
+    from hf_adapt.stepprofile import grouped_batches
 
     path = resolve_model_path(model)
-    data_batches, num_labels = batches(path, data, steps)
+    data_batches, num_labels = grouped_batches(AutoTokenizer.from_pretrained(path), data, steps)
     torch.manual_seed(0)
     net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     device = "cuda" if torch.cuda.is_available() else "cpu"

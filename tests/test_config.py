@@ -170,15 +170,15 @@ def test_all_type_errors_are_reported_at_once():
 def test_all_range_errors_are_reported_at_once():
     message = error_of({"data": DATA, "optim": {"learning_rate": -1, "layer_decay": 1.5, "warmup": -2},
                         "train": {"batch_size": 0, "eval_strategy": "sometimes", "class_weights": "inverse"},
-                        "model": {"max_length": 0}})
+                        "model": {"max_length": 0, "dropout": 1.0}})
 
     for expected in ("optim.learning_rate must be > 0, got -1.0", "optim.layer_decay must be in (0, 1], got 1.5",
                      "optim.warmup must be >= 0", "train.batch_size must be > 0, got 0",
                      "train.eval_strategy must be epoch, steps or no, got 'sometimes'",
                      "train.class_weights must be none or balanced, got 'inverse'",
-                     "model.max_length must be > 0, got 0"):
+                     "model.max_length must be > 0, got 0", "model.dropout must be in [0, 1) or null, got 1.0"):
         assert expected in message
-    assert message.count(";") == 6  # seven problems, one line
+    assert message.count(";") == 7  # eight problems, one line
 
 
 @pytest.mark.parametrize("data, expected", [

@@ -237,3 +237,29 @@ def test_tensorboard_is_opt_in_and_writes_event_files_into_the_output(tiny_bert,
     events = list((tmp_path / "tb" / "runs").rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
     assert not (tmp_path / "plain" / "runs").exists()
+
+
+class CaptureTraining(TrainerCallback):
+    """The dropout rates and the flash-attention switch as they are while training runs."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.dropout = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        self.flash = torch.backends.cuda.flash_sdp_enabled()  # the global switch, CPU kernels included
+        self.device = args.device.type
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3, None])
+def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_checkpoints(
+        tiny_bert, small_csvs, tmp_path, dropout):
+    capture = CaptureTraining()
+    recipe = tiny_recipe(tiny_bert, small_csvs, tmp_path / "out", model={"dropout": dropout},
+                         adapt={"strategy": "lora", "lora_r": 4})
+    run_recipe(config_from_dict(recipe), callbacks=[capture])
+
+    original = AutoModelForSequenceClassification.from_pretrained(tiny_bert).config.hidden_dropout_prob
+    assert original == 0.1
+    assert capture.dropout == ({original} if dropout is None else {dropout})
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").config
+    assert saved.hidden_dropout_prob == saved.attention_probs_dropout_prob == original
+    # CPU training uses the math attention kernel (engine.training_attention); the switch is restored after.
+    assert capture.flash is (capture.device != "cpu") and torch.backends.cuda.flash_sdp_enabled()
