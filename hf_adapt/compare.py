@@ -94,6 +94,14 @@ def strategy_settings(kind: str, base: RecipeConfig) -> tuple[dict[str, Any], fl
     return dict(RECIPES[strategy].DEFAULTS["adapt"]), _default_lr(strategy)
 
 
+def _default_dropout(kind: str) -> float | None:
+    """`model.dropout` as the strategy's recipe module sets it (LoRA: 0), else the checkpoint's (None)."""
+    from hf_adapt.recipes import RECIPES
+
+    module = RECIPES.get(kind)
+    return module.DEFAULTS.get("model", {}).get("dropout") if module else None
+
+
 def _default_lr(strategy: str) -> float:
     from hf_adapt.recipes import RECIPES
 
@@ -141,7 +149,8 @@ def build_variants(recipe: str | Path, overrides: list[str], specs: list[str], r
                 changes.update(adapt={**dataclasses.asdict(AdaptConfig()), **adapt},
                                optim={"learning_rate": learning_rate},
                                model={"from_scratch": name == "scratch",
-                                      "init_from": None if name == "scratch" else base.model.init_from})
+                                      "init_from": None if name == "scratch" else base.model.init_from,
+                                      "dropout": _default_dropout(name)})
             config = _with(base, changes, None, None, source=f"{base.source} [{name}]")
             variants.append(Variant(name, f"strategy {name}", config))
         else:

@@ -53,7 +53,8 @@ def test_variants_swap_the_strategy_and_keep_the_rest(pretrained, sentiment_csvs
     assert (features.adapt.strategy, features.adapt.freeze_encoder) == ("partial", True)
     assert features.optim.learning_rate == 1e-3
     assert (partial.adapt.freeze_embeddings, partial.adapt.freeze_layers) == (True, 1)  # half of 2 layers
-    assert (lora.adapt.strategy, lora.adapt.lora_r, lora.optim.learning_rate) == ("lora", 16, 2e-3)  # module defaults
+    assert (lora.adapt.strategy, lora.adapt.lora_r, lora.optim.learning_rate) == ("lora", 16, 1e-3)  # module defaults
+    assert lora.model.dropout == 0.0 and by_name["full"].model.dropout is None
     assert by_name["full"].to_dict() | {"train": {}} == base.to_dict() | {"train": {}}
     scratch = by_name["scratch"]
     assert scratch.model.from_scratch and scratch.adapt.strategy == "full" and scratch.optim.learning_rate == 1e-3

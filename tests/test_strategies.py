@@ -114,7 +114,9 @@ def test_lora_trains_the_adapters_and_the_head_only(tiny_models, family):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
 
     lora = [n for n in trainable if "lora_" in n]
-    assert len(lora) == 2 * 2 * NUM_LAYERS  # lora_A and lora_B on two projections per layer
+    # lora_A and lora_B on five Linear modules per layer: query, value, attention output, feed-forward in/out
+    assert len(lora) == 2 * 5 * NUM_LAYERS
+    assert not any(key in n for n in lora for key in (".key.", ".k_lin.", ".key_proj."))
     assert all(part_of(model, n).startswith("layer") for n in lora)
     head = [n for n in trainable if "lora_" not in n]
     assert head and all(".modules_to_save." in n and part_of(model, n) == "head" for n in head)
