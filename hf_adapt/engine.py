@@ -97,6 +97,12 @@ class AdaptTrainer(Trainer):
             self.optimizer = build_optimizer(target, self.recipe.optim, include_frozen=self.include_frozen)
         return self.optimizer
 
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Only the training steps: evaluation and the frozen-prefix cache run forward alone, where the
+        # flash kernel is fast and keeps no attention matrices (math there cost ~190 MB of peak).
+        with training_attention(self.args.device):
+            return super().training_step(model, inputs, *args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         index = inputs.pop(EXAMPLE_INDEX, None)
@@ -228,8 +234,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                            "scripts/accelerate/ddp_multi_gpu.yaml (LoRA's frozen encoder fits on every GPU)")
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
     setup_s = time.perf_counter() - started
-    # The frozen prefix is computed once when the recipe freezes one.
-    with interrupt.catch_signals(), training_attention(trainer.args.device):
+    with interrupt.catch_signals():  # the frozen prefix is computed once when the recipe freezes one
         train_output = train_with_cache(trainer, config, encoded, work_dir,
                                         resume_from_checkpoint=find_resume_checkpoint(config, work_dir))
     interrupt.raise_if_stopped(trainer.state, work_dir)
@@ -289,7 +294,8 @@ def set_cpu_threads(threads: int | None) -> None:
 
 @contextmanager
 def training_attention(device: torch.device) -> Iterator[None]:
-    """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel.
+    """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel
+    (`AdaptTrainer.training_step`).
 
     With attention dropout on, scaled_dot_product_attention uses the math kernel anyway (the CPU
     flash kernel has no dropout). Without it (`model.dropout: 0`, LoRA's default) it picked flash,

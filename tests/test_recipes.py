@@ -240,12 +240,18 @@ def test_tensorboard_is_opt_in_and_writes_event_files_into_the_output(tiny_bert,
 
 
 class CaptureTraining(TrainerCallback):
-    """The dropout rates and the flash-attention switch as they are while training runs."""
+    """The dropout rates while training, and the flash-attention switch in each forward pass."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.device, self.flash = args.device.type, {"train": set(), "eval": set()}
+
+        def record(module, inputs):  # the global switch, which governs the CPU kernels too
+            self.flash["train" if module.training else "eval"].add(torch.backends.cuda.flash_sdp_enabled())
+
+        model.register_forward_pre_hook(record)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.dropout = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-        self.flash = torch.backends.cuda.flash_sdp_enabled()  # the global switch, CPU kernels included
-        self.device = args.device.type
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3, None])
@@ -261,5 +267,6 @@ def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_che
     assert capture.dropout == ({original} if dropout is None else {dropout})
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").config
     assert saved.hidden_dropout_prob == saved.attention_probs_dropout_prob == original
-    # CPU training uses the math attention kernel (engine.training_attention); the switch is restored after.
-    assert capture.flash is (capture.device != "cpu") and torch.backends.cuda.flash_sdp_enabled()
+    # CPU training steps use the math attention kernel (engine.training_attention); evaluation keeps flash.
+    assert capture.flash == {"train": {capture.device != "cpu"}, "eval": {True}}
+    assert torch.backends.cuda.flash_sdp_enabled()
