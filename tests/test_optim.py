@@ -134,7 +134,7 @@ def test_lora_groups_follow_the_depth_of_the_wrapped_layers(tiny_bert):
 
     assert set(lrs) == {n for n, p in model.named_parameters() if p.requires_grad}
     lora = [n for n in lrs if "lora_" in n]
-    assert len(lora) == 2 * 2 * NUM_LAYERS  # A and B for query and value in each layer
+    assert len(lora) == 2 * 5 * NUM_LAYERS  # A and B on the five default targets of each layer
     for name in lora:
         assert lrs[name] == LR * DECAY ** expected_depth(model, name), name
     head = [n for n in lrs if "modules_to_save" in n]
