@@ -219,10 +219,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     check_probe_labels(config, task.label_map.labels)
     tokenizer = load_tokenizer(config.model)
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
-    model = load_model(config.model, task.label_map, init_from_scratch=config.model.from_scratch)
-    check_max_length(config.model, model)
-    set_dropout(model, config.model.dropout)  # before LoRA, whose own dropout is adapt.lora_dropout
-    model = apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
+    model = build_model(config, task.label_map)
     summary = trainable_summary(model)
     print(f"[hf_adapt] {config.adapt.strategy}: {summary}")
     controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
@@ -266,6 +263,14 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             push_result(config, output_dir)
     wait_for_everyone()
     return result
+
+
+def build_model(config: RecipeConfig, label_map: LabelMap) -> torch.nn.Module:
+    """The model a recipe trains: loaded, checked, its dropout set, the update strategy applied."""
+    model = load_model(config.model, label_map, init_from_scratch=config.model.from_scratch)
+    check_max_length(config.model, model)
+    set_dropout(model, config.model.dropout)  # before LoRA, whose own dropout is adapt.lora_dropout
+    return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
 
 
 def wait_for_everyone() -> None:

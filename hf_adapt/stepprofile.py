@@ -46,10 +46,10 @@ class StepProfile:
 
 
 def grouped_batches(tokenizer: Any, data: str, steps: int, batch_size: int = 32, max_length: int = 64,
-                    pad_to_multiple_of: int | None = 8, seed: int = 0) -> tuple[list[dict], int]:
+                    pad_to_multiple_of: int | None = 8, seed: int = 0) -> tuple[list[dict], list[str]]:
     """`steps` batches of the first rows of the CSV `data` (text,label), grouped by length as
     the recipes' sampler groups them, padded to a multiple of 8, in shuffled order; and the
-    number of labels."""
+    label names (sorted: label ids are their positions)."""
     with open(data, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))[: batch_size * steps]
     names = sorted({r["label"] for r in rows})
@@ -62,7 +62,7 @@ def grouped_batches(tokenizer: Any, data: str, steps: int, batch_size: int = 32,
         batch["labels"] = torch.tensor([names.index(rows[i]["label"]) for i in index])
         out.append(batch)
     random.Random(seed).shuffle(out)
-    return out, len(names)
+    return out, names
 
 
 def profile_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: list[dict], *,

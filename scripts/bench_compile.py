@@ -32,9 +32,9 @@ def run_mode(mode: str, model: str, data: str, steps: int) -> dict:
     from hf_adapt.stepprofile import grouped_batches
 
     path = resolve_model_path(model)
-    data_batches, num_labels = grouped_batches(AutoTokenizer.from_pretrained(path), data, steps)
+    data_batches, labels = grouped_batches(AutoTokenizer.from_pretrained(path), data, steps)
     torch.manual_seed(0)
-    net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    net = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net.to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)

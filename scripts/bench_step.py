@@ -35,16 +35,14 @@ def main() -> int:
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from hf_adapt.bench import flop_passes, measure_matmul_peak, model_shape, training_flops
     from hf_adapt.config import load_recipe
-    from hf_adapt.engine import resolve_mixed_precision, training_attention
+    from hf_adapt.data import LabelMap
+    from hf_adapt.engine import build_model, resolve_mixed_precision, training_attention
     from hf_adapt.errors import HfAdaptError
-    from hf_adapt.modeling import resolve_model_path, set_dropout
+    from hf_adapt.modeling import load_tokenizer
     from hf_adapt.optim import build_optimizer
     from hf_adapt.stepprofile import grouped_batches, profile_steps
-    from hf_adapt.strategies import apply_strategy
 
     try:
         config = load_recipe(args.recipe, args.overrides)
@@ -55,14 +53,15 @@ def main() -> int:
         print(f"error: --recipe {args.recipe}: adapt.strategy {config.adapt.strategy!r}; this script profiles "
               f"full and lora steps (partial trains from a cache, a different loop)", file=sys.stderr)
         return 2
-    path = resolve_model_path(config.model.name_or_path)
-    batches, num_labels = grouped_batches(AutoTokenizer.from_pretrained(path), args.data, args.warmup + args.steps,
+    try:
+        batches, labels = grouped_batches(load_tokenizer(config.model), args.data, args.warmup + args.steps,
                                           config.train.batch_size, config.model.max_length,
                                           config.train.pad_to_multiple_of)
-    torch.manual_seed(config.train.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
-    set_dropout(model, config.model.dropout)
-    model = apply_strategy(model, config.adapt)
+        torch.manual_seed(config.train.seed)
+        model = build_model(config, LabelMap(tuple(labels)))  # as `hf-adapt train` builds it
+    except HfAdaptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     precision = resolve_mixed_precision(config.train.mixed_precision)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     with training_attention(torch.device("cpu")):  # as the recipe trains

@@ -38,7 +38,7 @@ def test_batches_are_grouped_by_length_and_padded(tiny_bert, sentiment_csvs):
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_bert)))
     batches, labels = grouped_batches(tokenizer, str(sentiment_csvs["train"]), steps=4, batch_size=8,
                                       pad_to_multiple_of=8)
-    assert labels == 2 and len(batches) == 4
+    assert labels == ["negative", "positive"] and len(batches) == 4
     for batch in batches:
         assert batch["input_ids"].shape[1] % 8 == 0 and batch["labels"].shape == (8,)
 
