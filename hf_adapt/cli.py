@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from hf_adapt.errors import HfAdaptError
 
@@ -75,17 +76,19 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from hf_adapt.inference import evaluate_file
+    from hf_adapt.inference import check_output_file, evaluate_file
 
     check_positive(args, "batch_size", "max_length")
+    if args.json:
+        check_output_file(args.json, "--json", args.data)
     metrics = evaluate_file(resolve_model(args.model), args.data, text_column=args.text_column,
                             label_column=args.label_column, batch_size=args.batch_size, max_length=args.max_length,
                             device=resolve_device(args.device))
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
     return 0
 
 
@@ -121,14 +124,15 @@ def resolve_device(name: str) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from hf_adapt.inference import predict, read_texts, write_predictions
+    from hf_adapt.inference import check_output_file, open_texts, prediction_rows, write_predictions
     from hf_adapt.modeling import load_trained
 
     check_positive(args, "batch_size", "max_length")
-    texts = read_texts(args.input, args.text_column)
+    check_output_file(args.output, "--output", args.input)
+    chunks = open_texts(args.input, args.text_column)
     model, tokenizer = load_trained(resolve_model(args.model), device=resolve_device(args.device))
-    predictions = predict(model, tokenizer, texts, batch_size=args.batch_size, max_length=args.max_length)
-    write_predictions(texts, predictions, args.output)
+    write_predictions(prediction_rows(model, tokenizer, chunks, batch_size=args.batch_size,
+                                      max_length=args.max_length), args.output)
     return 0
 
 

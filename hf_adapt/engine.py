@@ -3,9 +3,8 @@
     load data → build model → apply the update strategy → build optimizer → train/evaluate
     → save (atomically) → card → push
 
-Recipes differ only in the strategy step and their defaults. Intermediate checkpoints live in a
-hidden work directory beside the output (`.NAME.work/`), so the output directory only ever
-appears complete: the final save is written to a temporary directory and renamed into place.
+Recipes differ only in the strategy step and their defaults. The output directory's life cycle
+(its lock, the hidden work directory of checkpoints, the atomic final save) is `hf_adapt.outputs`.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import build_compute_metrics
 from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
+from hf_adapt.outputs import RunPaths, SaveInterrupted, claim_output, last_complete_checkpoint, publish, signals_raise
 from hf_adapt.pooling import resolve_pooling
 from hf_adapt.strategies import apply_strategy, trainable_summary
 
@@ -212,7 +212,11 @@ def _at_epoch_end(state: TrainerState) -> bool:
 def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None = None) -> RunResult:
     """Train, evaluate and save one model as the recipe says; returns the run's results."""
     started = time.perf_counter()
-    output_dir, work_dir = check_output_dir(config)
+    with claim_output(config, main_process=int(os.environ.get("RANK", "0")) == 0) as paths:
+        return _run(config, paths, started, callbacks or [])
+
+
+def _run(config: RecipeConfig, paths: RunPaths, started: float, callbacks: list[TrainerCallback]) -> RunResult:
     set_cpu_threads(config.train.threads)
     set_seed(config.train.seed)
     task = load_task_data(config.data, seed=config.train.seed)
@@ -225,23 +229,23 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
 
     interrupt = StopOnInterrupt()
-    trainer = build_trainer(config, model, tokenizer, encoded, task.label_map, work_dir,
-                            [*(callbacks or []), *controls.callbacks, interrupt], controls=controls)
+    trainer = build_trainer(config, model, tokenizer, encoded, task.label_map, paths.work_dir,
+                            [*callbacks, *controls.callbacks, interrupt], controls=controls)
     if trainer.is_fsdp_enabled and config.adapt.strategy == "lora":
         raise HfAdaptError("adapt.strategy 'lora' is not supported under FSDP; launch it with "
                            "scripts/accelerate/ddp_multi_gpu.yaml (LoRA's frozen encoder fits on every GPU)")
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
     setup_s = time.perf_counter() - started
     with interrupt.catch_signals():  # the frozen prefix is computed once when the recipe freezes one
-        train_output = train_with_cache(trainer, config, encoded, work_dir,
-                                        resume_from_checkpoint=find_resume_checkpoint(config, work_dir))
-    interrupt.raise_if_stopped(trainer.state, work_dir)
+        train_output = train_with_cache(trainer, config, encoded, paths.work_dir,
+                                        resume_from_checkpoint=find_resume_checkpoint(config, paths.work_dir))
+    interrupt.raise_if_stopped(trainer.state, paths.work_dir)
     train_s = time.perf_counter() - started - setup_s
     metrics = evaluate_splits(trainer, encoded)
     eval_s = time.perf_counter() - started - setup_s - train_s
 
     result = RunResult(
-        output_dir=str(output_dir),
+        output_dir=str(paths.output_dir),
         strategy=config.adapt.strategy,
         base_model=config.model.name_or_path,
         labels=list(task.label_map.labels),
@@ -258,9 +262,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             forgetting_started = time.perf_counter()
             result.extra["forgetting"] = measure_run_forgetting(config, trainer.model, tokenizer, state_dict)
             result.timings["forgetting_s"] = round(time.perf_counter() - forgetting_started, 2)
-        save_outputs(trainer, config, task.label_map, result, output_dir, work_dir, started, state_dict)
+        save_outputs(trainer, config, task.label_map, result, paths, started, state_dict)
         if config.hub.push:
-            push_result(config, output_dir)
+            push_result(config, paths.output_dir)
     wait_for_everyone()
     return result
 
@@ -351,23 +355,6 @@ def push_result(config: RecipeConfig, output_dir: Path) -> None:
         print(f"[hf_adapt] pushed {len(pushed.files)} files to {pushed.destination}")
 
 
-def check_output_dir(config: RecipeConfig) -> tuple[Path, Path]:
-    """Refuse a non-empty output directory unless overwriting; return (output_dir, work_dir)."""
-    output_dir = Path(config.train.output_dir).resolve()
-    work_dir = output_dir.parent / f".{output_dir.name}.work"
-    if output_dir.exists() and not output_dir.is_dir():
-        raise HfAdaptError(f"train.output_dir {output_dir} is a file; choose a directory path")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not config.train.overwrite:
-        raise HfAdaptError(f"train.output_dir {output_dir} already exists and is not empty; choose another "
-                           f"directory or pass --overwrite to replace it when the new run succeeds")
-    if work_dir.exists() and not config.train.resume and not config.train.overwrite:
-        raise HfAdaptError(f"{work_dir} holds checkpoints of an unfinished run into {output_dir}; pass --resume "
-                           f"to continue it or --overwrite to start again")
-    if config.train.resume and last_complete_checkpoint(work_dir) is None:
-        raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
-    return output_dir, work_dir
-
-
 def find_resume_checkpoint(config: RecipeConfig, work_dir: Path) -> str | None:
     if not config.train.resume:
         return None
@@ -378,22 +365,12 @@ def find_resume_checkpoint(config: RecipeConfig, work_dir: Path) -> str | None:
     return last
 
 
-def last_complete_checkpoint(work_dir: Path) -> str | None:
-    """The newest `checkpoint-N` that was fully written: Trainer writes `trainer_state.json` last, so a
-    run killed while saving leaves a newer checkpoint without it, which must not be resumed from."""
-    if not work_dir.is_dir():
-        return None
-    complete = [c for c in work_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
-                and (c / "trainer_state.json").is_file()]
-    return str(max(complete, key=lambda c: int(c.name.split("-")[-1]))) if complete else None
-
-
 def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, encoded: Any,
                   label_map: LabelMap, work_dir: Path, callbacks: list[TrainerCallback],
                   controls: Controls | None = None) -> AdaptTrainer:
     controls = controls or Controls()
     args = build_training_arguments(config, work_dir)
-    if config.train.overwrite and not config.train.resume:
+    if not config.train.resume:  # what is there is an old run's (--overwrite) or holds no checkpoint
         with args.main_process_first(desc="clearing the old work directory"):  # one rank deletes, the rest wait
             if args.process_index == 0 and work_dir.exists():
                 shutil.rmtree(work_dir)
@@ -532,30 +509,39 @@ def gather_state_dict(trainer: Trainer) -> dict[str, torch.Tensor] | None:
 
 
 def save_outputs(trainer: Trainer, config: RecipeConfig, label_map: LabelMap, result: RunResult,
-                 output_dir: Path, work_dir: Path, started: float,
-                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
+                 paths: RunPaths, started: float, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the model, label map, recipe, metrics and card to a staging directory, then publish it.
+    Ctrl-C or SIGTERM while saving removes the staging directory and leaves the output as it was."""
+    staging = paths.staging()
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        save_model_files(trainer, config, staging, state_dict)
-        label_map.save(staging)
-        (staging / "recipe.yaml").write_text(recipe_header(config) + config.to_yaml(), encoding="utf-8")
-        if (work_dir / "runs").is_dir():
-            shutil.copytree(work_dir / "runs", staging / "runs")
-        result.timings["total_s"] = round(time.perf_counter() - started, 2)
-        result.save(staging)
-        from hf_adapt.cards import write_model_card
+        with signals_raise():
+            save_model_files(trainer, config, staging, state_dict)
+            label_map.save(staging)
+            (staging / "recipe.yaml").write_text(recipe_header(config) + config.to_yaml(), encoding="utf-8")
+            if (paths.work_dir / "runs").is_dir():
+                shutil.copytree(paths.work_dir / "runs", staging / "runs")
+            result.timings["total_s"] = round(time.perf_counter() - started, 2)
+            result.save(staging)
+            from hf_adapt.cards import write_model_card
 
-        write_model_card(staging, repo_id=config.hub.repo_id if config.hub.push else None)
-        publish(staging, output_dir)
+            write_model_card(staging, repo_id=config.hub.repo_id if config.hub.push else None)
+            publish(paths)
+    except SaveInterrupted as err:
+        if not staging.exists():  # the signal came as the swap ended: the new output stands
+            raise SaveInterrupted(f"{err} just after saving: the model is in {paths.output_dir}") from None
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SaveInterrupted(f"{err} while saving: nothing was published and {paths.output_dir} is as it was; "
+                              f"the checkpoints are in {paths.work_dir}: run the same command with --resume to "
+                              f"save again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if not config.train.keep_checkpoints:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"[hf_adapt] saved to {output_dir}")
+        shutil.rmtree(paths.work_dir, ignore_errors=True)
+    print(f"[hf_adapt] saved to {paths.output_dir}")
 
 
 def save_model_files(trainer: Trainer, config: RecipeConfig, directory: Path,
@@ -593,14 +579,3 @@ def _set_adapter_base(adapter_dir: Path, base_model: str) -> None:
 def recipe_header(config: RecipeConfig) -> str:
     return (f"# Resolved recipe of this run (from {config.source}). Re-run with:\n"
             f"#   hf-adapt train recipe.yaml train.output_dir=NEW_DIR\n")
-
-
-def publish(staging: Path, output_dir: Path) -> None:
-    """Rename the finished staging directory into place; an old output is replaced only now."""
-    if output_dir.exists():
-        backup = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
-        os.replace(output_dir, backup)
-        os.replace(staging, output_dir)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(staging, output_dir)

@@ -2,18 +2,23 @@
 
 Texts are sorted by length and batched, so each batch pads only to its own longest text; the
 results are returned in input order. Inputs are truncated to `max_length` tokens and processed
-`batch_size` at a time, so memory stays bounded whatever the input.
+`batch_size` at a time, and the CLI reads and writes them a chunk at a time, so memory stays
+bounded whatever the input: a text is cut to a character bound before it is tokenized, as fast
+tokenizers split the whole text before they truncate (one 50 MB line would take gigabytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import json
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, ContextManager, TextIO
 
 import torch
 
@@ -43,10 +48,30 @@ def predict_label_ids(model: Any, tokenizer: Any, texts: list[str], *, batch_siz
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length,
-                          padding=True, return_tensors="pt").to(device)
+        batch = tokenize_bounded(tokenizer, [texts[i] for i in index], max_length).to(device)
         probs[index] = model(**batch).logits.float().softmax(-1).cpu()
     return probs.argmax(-1), probs
+
+
+CHARS_PER_TOKEN = 16  # the first cut; a text whose cut yields fewer than max_length tokens is cut longer
+
+
+def tokenize_bounded(tokenizer: Any, texts: list[str], max_length: int) -> Any:
+    """`tokenizer(texts, truncation=True, max_length=...)`, padded, without tokenizing more of a long
+    text than its first `max_length` tokens need: each text is cut to `CHARS_PER_TOKEN * max_length`
+    characters, and cut twice as long again while the cut left it short of `max_length` tokens, so
+    the result is the same as tokenizing the whole text."""
+    limit = CHARS_PER_TOKEN * max_length
+    cut = [text[:limit] for text in texts]
+    while True:
+        batch = tokenizer(cut, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        short = [i for i, text in enumerate(texts) if len(cut[i]) < len(text) and lengths[i] < max_length]
+        if not short:
+            return batch
+        limit *= 2
+        for i in short:
+            cut[i] = texts[i][:limit]
 
 
 def predict(model: Any, tokenizer: Any, texts: list[str], **kwargs: Any) -> list[Prediction]:
@@ -79,47 +104,111 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading texts and writing predictions for the CLI
+# Reading texts and writing predictions for the CLI, a chunk at a time
+
+CHUNK_ROWS = 4096  # texts read, predicted and written at a time
 
 
-def read_texts(source: str, text_column: str = "text") -> list[str]:
-    """Texts from a CSV/JSON(L)/Parquet file (its `text_column`), a .txt file, or '-' (stdin lines)."""
+def open_texts(source: str, text_column: str = "text", *, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[str]]:
+    """Chunks of texts from a CSV/JSON(L)/Parquet file (its `text_column`), a .txt file (one text per
+    non-empty line), or '-' (stdin lines). The source is checked now; it is read as the chunks are taken."""
     if source == "-":
-        return _non_empty_lines(sys.stdin)
+        if sys.stdin is None or sys.stdin.closed:
+            raise HfAdaptError("predict: stdin is closed; pipe texts in or give --input FILE")
+        return _line_chunks(contextlib.nullcontext(getattr(sys.stdin, "buffer", sys.stdin)), "stdin", chunk_rows)
     path = Path(source)
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise HfAdaptError(f"input file {path} not found")
-        with path.open(encoding="utf-8") as handle:
-            return _non_empty_lines(handle)
+        return _line_chunks(path.open("rb"), str(path), chunk_rows)
     dataset = load_file(path)
     if text_column not in dataset.column_names:
         raise HfAdaptError(f"{path}: no column '{text_column}' (found: {', '.join(dataset.column_names)}); "
                            f"pass --text-column")
-    return ["" if t is None else str(t) for t in dataset[text_column]]
+    return (["" if t is None else str(t) for t in batch[text_column]]
+            for batch in dataset.select_columns([text_column]).iter(batch_size=chunk_rows))
 
 
-def write_predictions(texts: list[str], predictions: list[Prediction], destination: str) -> None:
-    """JSON lines to stdout ('-') or a .jsonl file; CSV for a .csv file."""
-    rows = ({"text": t, **p.to_dict()} for t, p in zip(texts, predictions))
+def read_texts(source: str, text_column: str = "text") -> list[str]:
+    """Every text of `open_texts`, as one list."""
+    return list(itertools.chain.from_iterable(open_texts(source, text_column)))
+
+
+def _line_chunks(opened: ContextManager[IO], name: str, chunk_rows: int) -> Iterator[list[str]]:
+    """Non-empty lines of a binary (or text) handle, decoded as UTF-8 one by one (a bad byte is named
+    by its line)."""
+    with opened as handle:
+        chunk: list[str] = []
+        try:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).rstrip("\r\n")
+                except UnicodeDecodeError:
+                    raise HfAdaptError(f"{name}: line {number} is not UTF-8 text; give UTF-8 text, one text per "
+                                       f"line") from None
+                if line.strip():
+                    chunk.append(line)
+                if len(chunk) == chunk_rows:
+                    yield chunk
+                    chunk = []
+        except OSError as err:  # e.g. stdin closed by the shell (`<&-`)
+            raise HfAdaptError(f"predict: cannot read {name}: {err.strerror}; pipe texts in or give --input FILE")
+        if chunk:
+            yield chunk
+
+
+def check_output_file(destination: str, flag: str, *inputs: str) -> None:
+    """Before any work: refuse an output file that is one of the inputs, a directory, or lies under a file."""
     if destination == "-":
-        _write_jsonl(rows, sys.stdout)
         return
+    path = Path(destination).resolve()
+    for source in inputs:
+        if source != "-" and Path(source).exists() and path == Path(source).resolve():
+            raise HfAdaptError(f"{flag} {destination} is the input file; write to another file (the input is "
+                               f"never overwritten)")
+    if path.is_dir():
+        raise HfAdaptError(f"{flag} {destination} is a directory; give a file path (.jsonl or .csv)")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise HfAdaptError(f"{flag} {destination}: {parent} is a file, not a directory; give a file path")
+
+
+def write_predictions(rows: Iterable[dict[str, Any]], destination: str) -> int:
+    """JSON lines to stdout ('-') or a .jsonl file; CSV for a .csv file. A file is written under a
+    temporary name and renamed into place at the end, so a failed run leaves no half-written file.
+    Returns the number of rows written."""
+    if destination == "-":
+        return _write_rows(rows, sys.stdout, csv_format=False)
     path = Path(destination)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        if path.suffix.lower() == ".csv":
-            writer = csv.DictWriter(handle, fieldnames=["text", "label", "score"])
-            writer.writeheader()
-            writer.writerows(rows)
-        else:
-            _write_jsonl(rows, handle)
+    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as handle:
+            count = _write_rows(rows, handle, csv_format=path.suffix.lower() == ".csv")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return count
 
 
-def _write_jsonl(rows: Iterable[dict[str, Any]], handle: TextIO) -> None:
+def _write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, *, csv_format: bool) -> int:
+    writer = None
+    count = 0
     for row in rows:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if csv_format:
+            if writer is None:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+        else:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
 
 
-def _non_empty_lines(handle: Iterable[str]) -> list[str]:
-    return [line.rstrip("\n") for line in handle if line.strip()]
+def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[str]], **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """`{"text", "label", "score"}` for every text of every chunk, predicted a chunk at a time."""
+    for texts in chunks:
+        for text, prediction in zip(texts, predict(model, tokenizer, texts, **kwargs)):
+            yield {"text": text, **prediction.to_dict()}

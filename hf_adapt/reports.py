@@ -69,10 +69,9 @@ def finished_run(config: RecipeConfig, *, reuse: bool) -> dict[str, Any] | None:
 
 def resume_if_interrupted(config: RecipeConfig, *, reuse: bool) -> RecipeConfig:
     """With `reuse`, a run that was interrupted after a complete checkpoint continues from it."""
-    from hf_adapt.engine import last_complete_checkpoint
+    from hf_adapt.outputs import RunPaths, last_complete_checkpoint
 
-    output_dir = Path(config.train.output_dir).resolve()
-    work_dir = output_dir.parent / f".{output_dir.name}.work"  # where engine.check_output_dir keeps checkpoints
+    work_dir = RunPaths.of(config.train.output_dir).work_dir
     if not reuse or config.train.overwrite or last_complete_checkpoint(work_dir) is None:
         return config
     return dataclasses.replace(config, train=dataclasses.replace(config.train, resume=True))

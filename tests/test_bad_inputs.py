@@ -11,8 +11,10 @@ shows them).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -63,6 +65,13 @@ class Workspace:
         """Chain a setup step into a case's one-liner: `w.after(w.file(...)).train()`."""
         return self
 
+    def hold_lock(self, pid: int = 4242) -> "Workspace":
+        """Lock the output as a running hf-adapt run with this PID would (the lock is per open file)."""
+        self.lock = os.open(self.root / ".out.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self.lock, f"{pid}\n".encode())
+        return self
+
     def model_folder(self, name: str, *, weights: str = "safetensors", config: dict | None = None) -> str:
         """A copy of the tiny model: `weights` 'pickle' swaps model.safetensors for a booby-trapped
         pytorch_model.bin (loading it would create PWNED); `config` entries go into config.json."""
@@ -97,6 +106,7 @@ class Bad:
 
 
 TEXTS = "text,label\ngood film,positive\nbad film,negative\n"
+STS = "sentence1,sentence2,score\na good film,a great film,4.5\nbad,a fine plot,1.0\nthe film,the movie,5.0\n"
 LATIN1 = "text,label\ncafé bon,positive\nbad,negative\n".encode("latin-1")
 CUSTOM_CODE = {"architectures": ["CustomModel"], "model_type": "custombert",
                "auto_map": {"AutoConfig": "custom.CustomConfig",
@@ -204,7 +214,37 @@ CASES = [
         lambda w: w.after(w.file(".out.work/checkpoint-3/trainer_state.json", "{}")).train(),
         "{root}/.out.work holds checkpoints of an unfinished run into {root}/out; pass --resume"),
     Bad("resume-without-checkpoint", lambda w: w.train("--resume"),
-        "--resume: no checkpoint found in {root}/.out.work"),
+        "--resume: no checkpoint found in {root}/.out.work; run without --resume to start afresh"),
+    # --- --overwrite replaces only an earlier hf_adapt output, never the user's folders or inputs
+    Bad("overwrite-user-folder",
+        lambda w: w.after(w.file("out/notes.md", "mine")).after(w.file("out/.git/HEAD", "ref")).train("--overwrite"),
+        "train.output_dir {root}/out is not the output of an earlier hf_adapt run (no metrics.json + recipe.yaml "
+        "from one), and --overwrite replaces only those; choose a new or empty directory"),
+    Bad("overwrite-folder-with-foreign-metrics",
+        lambda w: w.after(w.file("out/metrics.json", "{}")).after(w.file("out/recipe.yaml", "a: 1")).train(
+            "--overwrite"), "{root}/out is not the output of an earlier hf_adapt run"),
+    Bad("overwrite-data-folder", lambda w: w.train("--overwrite", train={"output_dir": str(w.root / "data")}),
+        "train.output_dir {root}/data contains data.train_file {root}/data/train.csv; a run replaces its whole "
+        "output directory, so give it one of its own"),
+    Bad("overwrite-working-directory", lambda w: w.train("--overwrite", train={"output_dir": str(w.root)}),
+        "train.output_dir {root} contains data.train_file {root}/data/train.csv"),
+    Bad("output-is-the-base-model", lambda w: w.train("--overwrite", train={"output_dir": str(w.model)}),
+        "train.output_dir {model} is model.name_or_path {model}"),
+    Bad("output-inside-the-base-model", lambda w: w.train(train={"output_dir": str(w.model / "run")}),
+        "train.output_dir {model}/run sits inside model.name_or_path {model}"),
+    Bad("output-is-init-from",
+        lambda w: w.train("--overwrite", model={"init_from": w.model_folder("prev")},
+                          train={"output_dir": str(w.root / "prev")}),
+        "train.output_dir {root}/prev is model.init_from {root}/prev"),
+    Bad("output-is-the-probe", lambda w: w.train(forgetting={"probe": w.file("probe/stsb.csv", STS)},
+                                                 train={"output_dir": str(w.root / "probe")}),
+        "train.output_dir {root}/probe contains forgetting.probe {root}/probe/stsb.csv"),
+    # --- one run per output directory at a time
+    Bad("output-in-use", lambda w: w.hold_lock(4242).train(),
+        "train.output_dir {root}/out is in use by another hf-adapt run (PID 4242); wait for it to finish, or write "
+        "this run to another directory"),
+    Bad("output-in-use-overwrite", lambda w: w.hold_lock(4243).train("--overwrite"),
+        "is in use by another hf-adapt run (PID 4243)"),
     # --- hub settings
     Bad("hub-push-without-repo", lambda w: w.train(hub={"push": True}), "hub.push is true but hub.repo_id is not set"),
     Bad("hub-repo-id-malformed", lambda w: w.train(hub={"push": True, "repo_id": "just-a-name"}),
@@ -217,6 +257,26 @@ CASES = [
         "--batch-size must be > 0, got 0"),
     Bad("predict-model-missing", lambda w: ["predict", "--model", f"{w.root}/nothing", "--input", str(w.data["test"])],
         "model directory {root}/nothing not found"),
+    Bad("predict-output-is-the-input",
+        lambda w: ["predict", "--model", str(w.model), "--input", str(w.data["test"]), "--output", str(w.data["test"])],
+        "--output {root}/data/test.csv is the input file; write to another file (the input is never overwritten)"),
+    Bad("predict-output-is-the-input-by-another-path",
+        lambda w: ["predict", "--model", str(w.model), "--input", str(w.data["test"]),
+                   "--output", f"{w.root}/data/../data/test.csv"], "is the input file"),
+    Bad("predict-output-is-a-directory",
+        lambda w: ["predict", "--model", str(w.model), "--input", str(w.data["test"]), "--output", str(w.root / "data")],
+        "--output {root}/data is a directory; give a file path (.jsonl or .csv)"),
+    Bad("predict-output-under-a-file",
+        lambda w: ["predict", "--model", str(w.model), "--input", str(w.data["test"]),
+                   "--output", f"{w.data['test']}/p.jsonl"],
+        "--output {root}/data/test.csv/p.jsonl: {root}/data/test.csv is a file, not a directory; give a file path"),
+    Bad("predict-txt-not-utf8",
+        lambda w: ["predict", "--model", str(w.model), "--input", w.file("in.txt", "good\ncaf\xe9 bad\n".encode("latin-1")),
+                   "--output", str(w.root / "p.jsonl")],
+        "{root}/in.txt: line 2 is not UTF-8 text; give UTF-8 text, one text per line"),
+    Bad("eval-json-under-a-file",
+        lambda w: ["eval", "--model", str(w.model), "--data", str(w.data["test"]), "--json", f"{w.data['test']}/m.json"],
+        "--json {root}/data/test.csv/m.json: {root}/data/test.csv is a file, not a directory"),
     Bad("eval-labels-unknown-to-model", lambda w: ["eval", "--model", str(w.model), "--data", str(w.data["test"])],
         "{root}/data/test.csv: labels ['negative', 'positive'] are unknown to the model"),
 ]

@@ -98,10 +98,16 @@ def test_output_dir_is_refused_when_not_empty_and_replaced_with_overwrite(tiny_b
 
     assert main(["train", str(recipe)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--overwrite"]) == 2  # not an hf_adapt output: never replaced
+    assert "is not the output of an earlier hf_adapt run" in capsys.readouterr().err
     assert (output / "notes.txt").read_text() == "mine"
 
-    assert main(["train", str(recipe), "--overwrite"]) == 0
-    assert (output / "model.safetensors").is_file() and not (output / "notes.txt").exists()
+    (output / "notes.txt").unlink()
+    assert main(["train", str(recipe)]) == 0  # an empty directory is used as it is
+    first = (output / "metrics.json").read_text()
+    assert main(["train", str(recipe)]) == 2
+    assert main(["train", str(recipe), "train.max_steps=2", "--overwrite"]) == 0  # an earlier run's output is
+    assert (output / "metrics.json").read_text() != first
 
 
 def test_resume_without_a_checkpoint_says_so(tiny_bert, data, tmp_path, capsys):
@@ -200,3 +206,17 @@ def test_console_script_predicts_from_stdin(trained):
     assert completed.returncode == 0, completed.stderr
     rows = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [r["label"] for r in rows] == expected_labels(trained, TEXTS)
+
+
+@pytest.mark.parametrize("stdin", ["binary", "closed"])
+def test_predict_on_unreadable_stdin_says_so_in_one_line(trained, stdin):
+    if stdin == "binary":
+        command, feed = [str(HF_ADAPT), "predict", "--model", str(trained)], b"good\n\xff\xfe\x00 bad\n"
+    else:
+        command, feed = ["bash", "-c", f"'{HF_ADAPT}' predict --model '{trained}' <&-"], None
+    done = subprocess.run(command, input=feed, capture_output=True, timeout=300, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == {
+        "binary": "hf-adapt: error: stdin: line 2 is not UTF-8 text; give UTF-8 text, one text per line",
+        "closed": "hf-adapt: error: predict: stdin is closed; pipe texts in or give --input FILE"}[stdin]

@@ -24,9 +24,9 @@ import yaml
 from conftest import tiny_recipe, write_sentiment_csvs
 from transformers import TrainerCallback
 
-from hf_adapt import cards, engine
+from hf_adapt import cards, engine, outputs
 from hf_adapt.cli import main
-from hf_adapt.engine import last_complete_checkpoint
+from hf_adapt.outputs import last_complete_checkpoint
 from hf_adapt.recipes import full
 
 HF_ADAPT = [sys.executable, "-m", "hf_adapt.cli"]
@@ -236,3 +236,148 @@ def test_failed_final_save_leaves_previous_output_untouched(tmp_path: Path, tiny
     after = snapshot(output_dir)
     assert after["model.safetensors"] != before["model.safetensors"]  # now replaced, by the new run
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The output directory: one run at a time, saves that a signal cannot half-do, and recovery from
+# what a killed save left behind.
+
+
+def test_a_second_run_into_a_busy_output_is_refused(setup: dict, capsys: pytest.CaptureFixture) -> None:
+    tmp = setup["tmp"]
+    recipe = write_recipe(tmp, setup["model"], setup["data"], "busy")
+    process = start(recipe)
+    first = wait_for_checkpoint(process, tmp / ".busy.work")
+    try:
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            assert main(["train", str(recipe), *extra]) == 2
+            message = capsys.readouterr().err.strip().splitlines()[-1]
+            assert message == (f"hf-adapt: error: train.output_dir {tmp / 'busy'} is in use by another hf-adapt run "
+                               f"(PID {process.pid}); wait for it to finish, or write this run to another directory")
+            assert Path(first).is_dir()  # the running run's checkpoints survived the refused --overwrite
+    finally:
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert (tmp / "busy" / "model.safetensors").is_file() and not (tmp / ".busy.lock").exists()
+
+
+def trained_output(tmp_path: Path, tiny_bert: Path, name: str = "run", **train: object) -> tuple[Path, Path]:
+    """(recipe, output dir) of a finished tiny run."""
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, data, tmp_path / name, train=train)), encoding="utf-8")
+    assert main(["train", str(recipe)]) == 0
+    return recipe, tmp_path / name
+
+
+def hidden_siblings(output_dir: Path) -> list[str]:
+    return sorted(p.name for p in output_dir.parent.iterdir() if p.name.startswith(f".{output_dir.name}."))
+
+
+def test_sigterm_during_the_final_save_leaves_the_old_output_and_no_temporaries(
+        tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    recipe, output_dir = trained_output(tmp_path, tiny_bert)
+    before = snapshot(output_dir)
+    real_card = cards.write_model_card
+
+    def terminated_while_writing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` from a scheduler, mid-save
+        real_card(*args, **kwargs)
+
+    monkeypatch.setattr(cards, "write_model_card", terminated_while_writing)
+    capsys.readouterr()
+    assert main(["train", str(recipe), "optim.learning_rate=0.01", "--overwrite"]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (f"hf-adapt: interrupted: SIGTERM while saving: nothing was published and {output_dir} is as it "
+                    f"was; the checkpoints are in {tmp_path / '.run.work'}: run the same command with --resume to "
+                    f"save again")
+    assert snapshot(output_dir) == before
+    assert hidden_siblings(output_dir) == [".run.work"]  # no .run.tmp-PID, no lock
+
+    monkeypatch.undo()
+    assert main(["train", str(recipe), "optim.learning_rate=0.01", "--overwrite", "--resume"]) == 0
+    assert snapshot(output_dir)["model.safetensors"] != before["model.safetensors"]
+    assert hidden_siblings(output_dir) == []
+
+
+def test_a_signal_cannot_split_the_swap_of_old_and_new_output(tmp_path: Path, tiny_bert: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    recipe, output_dir = trained_output(tmp_path, tiny_bert)
+    before = snapshot(output_dir)
+    real_replace = os.replace
+    calls = []
+
+    def replace(source, destination):
+        if Path(destination).parent == tmp_path:  # publish's renames (others write files inside folders)
+            calls.append(Path(destination).name)
+        if Path(destination).name.startswith(".run.old-"):  # between the two: old output aside, new not in
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["train", str(recipe), "optim.learning_rate=0.01", "--overwrite"]) == 130
+    assert calls == [f".run.old-{os.getpid()}", "run"]  # both renames ran before the signal was handled
+    assert capsys.readouterr().err.strip().endswith(f"SIGTERM just after saving: the model is in {output_dir}")
+    assert snapshot(output_dir)["model.safetensors"] != before["model.safetensors"]
+    assert hidden_siblings(output_dir) == [".run.work"]
+
+
+@pytest.mark.parametrize("killed", ["between-renames", "before-any-rename", "before-removing-old"])
+def test_a_save_killed_midway_is_finished_or_rolled_back_on_the_next_start(
+        tmp_path: Path, tiny_bert: Path, killed: str, capsys: pytest.CaptureFixture) -> None:
+    """SIGKILL cannot be caught: lay out what it leaves at each point of a replacing save, then start
+    the next run into the same directory."""
+    recipe, output_dir = trained_output(tmp_path, tiny_bert)
+    _, newer = trained_output(tmp_path, tiny_bert, "newer", epochs=2)
+    old, new = snapshot(output_dir), snapshot(newer)
+    pid = 999_999
+    staged, backup = tmp_path / f".run.tmp-{pid}", tmp_path / f".run.old-{pid}"
+    if killed == "between-renames":
+        os.replace(output_dir, backup)
+        os.replace(newer, staged)
+        expected, line = new, f"[hf_adapt] finished the interrupted save of run PID {pid}: its new output is now in"
+    elif killed == "before-any-rename":  # still writing the staging directory
+        staged.mkdir()
+        (staged / "model.safetensors").write_bytes(b"half")
+        expected, line = old, f"[hf_adapt] removed .run.tmp-{pid}, the half-written output of run PID {pid}"
+    else:
+        os.replace(newer, backup)  # the swap is done; the old copy was being deleted
+        expected, line = old, f"[hf_adapt] removed .run.old-{pid}, the old output a finished run (PID {pid})"
+    capsys.readouterr()
+
+    assert main(["train", str(recipe)]) == 2  # a start without --overwrite recovers, then refuses as usual
+    out, err = capsys.readouterr()
+    assert line in out
+    assert "already exists and is not empty" in err
+    assert snapshot(output_dir) == expected
+    assert hidden_siblings(output_dir) == []
+
+    assert main(["train", str(recipe), "--overwrite"]) == 0  # and the output is replaceable again
+    assert hidden_siblings(output_dir) == []
+
+
+def test_a_rolled_back_swap_restores_the_old_output(tmp_path: Path, tiny_bert: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    recipe, output_dir = trained_output(tmp_path, tiny_bert)
+    old = snapshot(output_dir)
+    os.replace(output_dir, tmp_path / ".run.old-77")  # killed after moving the old output aside, staging lost
+    capsys.readouterr()
+    assert main(["train", str(recipe)]) == 2
+    assert f"[hf_adapt] restored {output_dir} from .run.old-77" in capsys.readouterr().out
+    assert snapshot(output_dir) == old and hidden_siblings(output_dir) == []
+
+
+def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_next(
+        tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, data, tmp_path / "run")), encoding="utf-8")
+    (tmp_path / ".run.work" / "runs").mkdir(parents=True)  # what a crash in the first epoch leaves
+    (tmp_path / ".run.work" / "checkpoint-3").mkdir()  # ... with a checkpoint it never finished writing
+
+    assert main(["train", str(recipe), "--resume"]) == 2
+    assert "run without --resume to start afresh" in capsys.readouterr().err
+    assert main(["train", str(recipe)]) == 0  # the way out that the message names works
+    assert f"[hf_adapt] starting afresh: {tmp_path / '.run.work'} holds no complete checkpoint" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model.safetensors").is_file() and hidden_siblings(tmp_path / "run") == []

@@ -5,7 +5,10 @@ or the console, and predict keeps memory bounded on untrusted input (truncation,
 
 from __future__ import annotations
 
+import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from hf_adapt.cli import main
 from hf_adapt.config import ModelConfig
 from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.inference import predict
+from hf_adapt.inference import predict, prediction_rows, tokenize_bounded, write_predictions
 from hf_adapt.modeling import load_model, load_trained
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
@@ -183,3 +186,51 @@ def test_predict_cli_handles_a_100k_character_line(tmp_path: Path, tiny_bert: Pa
     assert main(["predict", "--model", str(tiny_bert), "--input", str(source)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and len(rows[0]["text"]) == 100_000
+
+
+def test_bounded_tokenization_equals_tokenizing_the_whole_text(tiny_bert: Path) -> None:
+    _, tokenizer = load_trained(tiny_bert)
+    texts = ["good " * 20_000, " " * 5_000 + "bad film", "fine", "x" * 3_000 + " good", "\n" * 40_000 + "awful plot"]
+    bounded = tokenize_bounded(tokenizer, texts, 16)
+    whole = tokenizer(texts, truncation=True, max_length=16, padding=True, return_tensors="pt")
+    assert torch.equal(bounded["input_ids"], whole["input_ids"])
+    assert torch.equal(bounded["attention_mask"], whole["attention_mask"])
+
+
+def test_predict_writes_each_chunk_as_it_goes(tiny_bert: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_trained(tiny_bert)
+
+    def chunks():
+        yield ["good film", "bad"]
+        yield ["fine"]
+        raise HfAdaptError("the input broke after two chunks")
+
+    rows = prediction_rows(model, tokenizer, chunks(), batch_size=8, max_length=16)
+    assert [row["text"] for row in itertools.islice(rows, 3)] == ["good film", "bad", "fine"]
+    with pytest.raises(HfAdaptError, match="after two chunks"):
+        next(rows)
+    previous = tmp_path / "p.jsonl"
+    previous.write_text("kept\n")
+    with pytest.raises(HfAdaptError):  # a failed run leaves the older file and no half-written one
+        write_predictions(prediction_rows(model, tokenizer, chunks(), max_length=16), str(previous))
+    assert previous.read_text() == "kept\n" and [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+
+
+def test_predict_on_one_50_mb_line_stays_under_1_gb(tmp_path: Path, tiny_bert: Path) -> None:
+    source = tmp_path / "big.txt"
+    with source.open("w", encoding="utf-8") as handle:
+        for _ in range(50):
+            handle.write("good film and a great plot " * 38_837)  # ~1 MB each, no newline: one 50 MB text
+        handle.write("\nbad film\n")
+    output = tmp_path / "p.jsonl"
+    peak = subprocess.run(
+        [sys.executable, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+                               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+         sys.executable, "-m", "hf_adapt.cli", "predict", "--model", str(tiny_bert), "--input", str(source),
+         "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert peak.returncode == 0, peak.stderr[-2000:]
+    peak_mb = int(peak.stdout.split()[-1]) / 1024
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
+    with output.open(encoding="utf-8") as handle:
+        labels = [json.loads(line)["label"] for line in handle]
+    assert len(labels) == 2
