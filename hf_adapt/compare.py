@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_adapt.config import AdaptConfig, RecipeConfig, config_from_dict, load_recipe
+from hf_adapt.config import PRESETS, AdaptConfig, RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
     add_report_arguments,
@@ -53,7 +53,6 @@ from hf_adapt.reports import (
 STRATEGY_VARIANTS = ("features", "partial", "lora", "full", "scratch")
 # Keys that differ between variants by construction, not by choice: left out of "what differs".
 OWN_KEYS = ("train.output_dir", "train.overwrite", "train.resume")
-FEATURES_LEARNING_RATE = 1e-3  # only the new head trains: it takes a head-sized LR, like a linear probe
 
 
 @dataclass
@@ -80,32 +79,25 @@ def variant_kind(config: RecipeConfig) -> str:
 
 
 def strategy_settings(kind: str, base: RecipeConfig) -> tuple[dict[str, Any], float]:
-    """The `adapt` section and learning rate a strategy variant starts from."""
-    from hf_adapt.recipes import RECIPES
-
-    if kind == "features":
-        return {"strategy": "partial", "freeze_encoder": True}, FEATURES_LEARNING_RATE
-    if kind == "partial":
-        half = num_encoder_layers(base) // 2
-        return {"strategy": "partial", "freeze_embeddings": True, "freeze_layers": half}, _default_lr("partial")
+    """The `adapt` section and learning rate a strategy variant starts from: its preset, with the
+    `partial` variant freezing the lower half of the encoder layers besides the embeddings."""
     if kind == "scratch" and variant_kind(base) == "full":
         return {"strategy": "full"}, base.optim.learning_rate  # the full recipe, from random weights
-    strategy = "full" if kind == "scratch" else kind
-    return dict(RECIPES[strategy].DEFAULTS["adapt"]), _default_lr(strategy)
+    preset = PRESETS["full" if kind == "scratch" else kind]
+    adapt = dict(preset["adapt"])
+    if kind == "partial":
+        adapt["freeze_layers"] = lower_half(base)
+    return adapt, preset["optim"]["learning_rate"]
 
 
 def _default_dropout(kind: str) -> float | None:
-    """`model.dropout` as the strategy's recipe module sets it (LoRA: 0), else the checkpoint's (None)."""
-    from hf_adapt.recipes import RECIPES
-
-    module = RECIPES.get(kind)
-    return module.DEFAULTS.get("model", {}).get("dropout") if module else None
+    """`model.dropout` as the strategy's preset sets it (LoRA: 0), else the checkpoint's (None)."""
+    return PRESETS.get(kind, {}).get("model", {}).get("dropout")
 
 
-def _default_lr(strategy: str) -> float:
-    from hf_adapt.recipes import RECIPES
-
-    return RECIPES[strategy].DEFAULTS["optim"]["learning_rate"]
+def lower_half(config: RecipeConfig) -> int:
+    """The `partial` variant's frozen layers: the lower half of the recipe's encoder."""
+    return num_encoder_layers(config) // 2
 
 
 def num_encoder_layers(config: RecipeConfig) -> int:

@@ -21,9 +21,29 @@ from typing import Any
 import yaml
 
 from hf_adapt.errors import HfAdaptError
+from hf_adapt.probes import detect_probe_kind
 
 STRATEGIES = ("full", "partial", "lora")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# What each recipe sets under a recipe file (the YAML and `key=value` overrides win), by name. The
+# first three are the recipe modules of `adapt.strategy`; `features` (the partial recipe with the
+# whole encoder frozen) is the head-only variant that `hf-adapt compare` and the benchmarks run.
+# Why these values, and the runs that chose them: docs/recipes.md.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Every weight trains; a 6-layer model takes a higher LR than BERT-base's usual 2e-5..5e-5,
+    # and the lower layers a smaller one (layer-wise decay 0.9 per layer).
+    "full": {"adapt": {"strategy": "full"}, "optim": {"learning_rate": 1e-4, "layer_decay": 0.9}},
+    # Frozen embeddings (half of MiniLM's weights: the vocabulary) and whatever layers the recipe
+    # freezes; fewer weights move, so the full recipe's LR suits it.
+    "partial": {"adapt": {"strategy": "partial", "freeze_embeddings": True}, "optim": {"learning_rate": 1e-4}},
+    # Low-rank updates from a zero start need a ~10x higher LR; no dropout in the frozen model, as
+    # the low rank regularises already.
+    "lora": {"model": {"dropout": 0.0}, "adapt": {"strategy": "lora", "lora_r": 16, "lora_alpha": 32},
+             "optim": {"learning_rate": 1e-3}},
+    # Only the new head trains, on frozen features: a linear probe's LR.
+    "features": {"adapt": {"strategy": "partial", "freeze_encoder": True}, "optim": {"learning_rate": 2e-3}},
+}
 
 
 @dataclass
@@ -253,32 +273,63 @@ SECTIONS: dict[str, type] = {
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **defaults: Any) -> RecipeConfig:
-    """Load a recipe YAML, apply `section.key=value` overrides, and validate.
+    """Load a recipe YAML, apply `section.key=value` overrides, and validate (no preset: see `load_recipe`).
 
     Args:
         path (`str` or `Path`, *optional*): the recipe YAML; `None` starts from the defaults.
         overrides (`list[str]`, *optional*): `section.key=value` strings; values parse as YAML.
-        **defaults: per-section dicts applied under the YAML (a recipe module's own defaults).
+        **defaults: per-section dicts applied under the YAML.
 
     Raises:
         HfAdaptError: naming the file, every bad key or value, and what to do.
     """
-    source = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
-    for section, values in defaults.items():
-        raw.setdefault(section, {}).update(values)
-    if path is not None:
-        for section, values in _read_yaml(Path(path)).items():
-            if isinstance(values, dict) and isinstance(raw.get(section), dict):
-                raw[section].update(values)
-            else:
-                raw[section] = values
+    raw = read_recipe(path, overrides)
+    return config_from_dict(_under(defaults, raw), source=str(path) if path is not None else "<defaults>")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *, strategy: str | None = None) -> RecipeConfig:
+    """Load a recipe YAML under the preset of the strategy it names (`adapt.strategy`, default
+    `strategy` or full): the file is read once, the strategy decided once.
+
+    Args:
+        path (`str` or `Path`): the recipe YAML.
+        overrides (`list[str]`, *optional*): `section.key=value` strings; they win over the file.
+        strategy (`str`, *optional*): the strategy of the recipe module loading it; a file naming
+            another one is refused.
+    """
+    raw = read_recipe(path, overrides)
+    adapt = raw.get("adapt")
+    named = adapt.get("strategy") if isinstance(adapt, dict) else None
+    if strategy is not None and named is not None and named != strategy:
+        raise HfAdaptError(f"{path}: adapt.strategy is {named!r} but this is the {strategy!r} recipe; use "
+                           f"hf_adapt.recipes.{named} (or `hf-adapt train`, which picks it)")
+    chosen = str(named or strategy or "full")
+    if chosen not in STRATEGIES:
+        raise HfAdaptError(f"{path}: adapt.strategy must be one of {', '.join(STRATEGIES)}, got {chosen!r}")
+    return config_from_dict(_under(PRESETS[chosen], raw), source=str(path))
+
+
+def read_recipe(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe as nested plain data: the YAML file (if any), then the overrides over it."""
+    raw: dict[str, Any] = {} if path is None else _read_yaml(Path(path))
     for item in overrides or []:
         section, key, value = _parse_override(item)
-        raw.setdefault(section, {})
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {} if raw.get(section) is None else raw[section]
         if isinstance(raw[section], dict):
             raw[section][key] = value
-    return config_from_dict(raw, source=source)
+    return raw
+
+
+def _under(defaults: dict[str, dict[str, Any]], raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `defaults` filled in beneath it, section by section."""
+    merged: dict[str, Any] = {section: dict(values) for section, values in defaults.items()}
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RecipeConfig:
@@ -561,8 +612,6 @@ def _check_init_from(m: ModelConfig) -> list[str]:
 
 
 def _check_probe(probe: str, init_from: str | None) -> list[str]:
-    from hf_adapt.forgetting import detect_probe_kind  # heavy imports: only when a probe is named
-
     try:
         kind = detect_probe_kind(probe)
     except HfAdaptError as err:
@@ -611,32 +660,12 @@ def describe_config() -> str:
     return "\n".join(lines)
 
 
-def as_config(config: RecipeConfig | str | Path, defaults: dict[str, dict[str, Any]]) -> RecipeConfig:
-    """A recipe module's config: load a YAML path under the module's defaults, or check that a
+def as_config(config: RecipeConfig | str | Path, strategy: str) -> RecipeConfig:
+    """A recipe module's config: load a YAML path under the module's preset, or check that a
     ready `RecipeConfig` asks for the module's strategy."""
-    strategy = defaults["adapt"]["strategy"]
     if not isinstance(config, RecipeConfig):
-        return load_config(config, **defaults)
+        return load_recipe(config, strategy=strategy)
     if config.adapt.strategy != strategy:
         raise HfAdaptError(f"{config.source}: adapt.strategy is {config.adapt.strategy!r} but this is the "
                            f"{strategy!r} recipe; use hf_adapt.recipes.{config.adapt.strategy}")
     return config
-
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """Load a recipe YAML under the defaults of the recipe module its `adapt.strategy` names."""
-    from hf_adapt.recipes import RECIPES  # the recipe modules import this module
-
-    strategy = _peek_strategy(Path(path), overrides or [])
-    module = RECIPES.get(strategy)
-    if module is None:
-        raise HfAdaptError(f"{path}: adapt.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    return load_config(path, overrides, **module.DEFAULTS)
-
-
-def _peek_strategy(path: Path, overrides: list[str]) -> str:
-    for item in overrides:
-        if item.split("=", 1)[0].strip() == "adapt.strategy":
-            return str(_parse_override(item)[2])
-    adapt = _read_yaml(path).get("adapt") or {}
-    return str(adapt.get("strategy", "full")) if isinstance(adapt, dict) else "full"

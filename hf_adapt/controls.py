@@ -318,7 +318,7 @@ def check_probe_labels(config: RecipeConfig, labels: tuple[str, ...]) -> None:
     probe = config.forgetting.probe
     if probe is None:
         return
-    from hf_adapt.forgetting import detect_probe_kind, read_labelled_examples
+    from hf_adapt.probes import detect_probe_kind, read_labelled_examples
     from hf_adapt.modeling import read_model_labels
 
     if detect_probe_kind(probe) != "labelled":

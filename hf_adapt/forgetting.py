@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import itertools
 import json
 import math
 import warnings
@@ -48,9 +46,8 @@ from transformers.utils import logging as hf_logging
 
 from hf_adapt.errors import HfAdaptError, first_line
 from hf_adapt.modeling import resolve_model_path
+from hf_adapt.probes import detect_probe_kind, read_labelled_examples, read_sts_pairs
 
-STS_COLUMNS = ("sentence1", "sentence2", "score")
-LABELLED_COLUMNS = ("text", "label")
 MAX_CKA_TEXTS = 1_000  # CKA needs many more texts than hidden units; 1,000 is stable and quick
 ADAPTER_CONFIG = "adapter_config.json"  # the file that marks a peft adapter directory
 
@@ -407,68 +404,6 @@ def layer_drift(base: ModelSpec, adapted: ModelSpec, texts: Sequence[str], **kwa
 # --------------------------------------------------------------------------------------------
 # Probes
 # --------------------------------------------------------------------------------------------
-
-
-def detect_probe_kind(probe: str | Path) -> str:
-    """Tell the probe kind from the CSV header: `"sts"` or `"labelled"`.
-
-    Extra columns are allowed (e.g. the `group` column of grouped datasets).
-
-    Raises:
-        `HfAdaptError`: if the file is missing or its header fits neither kind.
-    """
-    columns = _read_header(Path(probe))
-    if set(STS_COLUMNS) <= set(columns):
-        return "sts"
-    if set(LABELLED_COLUMNS) <= set(columns):
-        return "labelled"
-    raise HfAdaptError(
-        f"{probe}: probe columns {','.join(columns) or '(none)'} fit no probe kind; expected "
-        f"{','.join(STS_COLUMNS)} (STS pairs) or {','.join(LABELLED_COLUMNS)} (labelled examples)"
-    )
-
-
-def _read_header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise HfAdaptError(f"probe file {path} does not exist; pass a CSV file with --probe")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return [column.strip() for column in next(csv.reader(handle), [])]
-
-
-def _read_rows(path: Path, columns: Sequence[str], max_rows: int | None) -> list[dict[str, str]]:
-    """Read the first `max_rows` rows of a probe CSV after checking its columns."""
-    if max_rows is not None and max_rows < 1:
-        raise HfAdaptError(f"max_rows must be a positive integer, got {max_rows}")
-    header = _read_header(path)
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise HfAdaptError(f"{path}: column {missing[0]} is missing (found {','.join(header)}); expected {','.join(columns)}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, fieldnames=header)  # stripped names, not the raw ones
-        next(reader)  # the header row itself
-        rows = list(itertools.islice(reader, max_rows))
-    if not rows:
-        raise HfAdaptError(f"{path}: the probe has a header but no rows; add examples")
-    return rows
-
-
-def read_sts_pairs(pairs_csv: str | Path, max_rows: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
-    """Read `sentence1`, `sentence2` and float `score` columns of an STS CSV."""
-    path = Path(pairs_csv)
-    rows = _read_rows(path, STS_COLUMNS, max_rows)
-    scores = np.empty(len(rows), dtype=np.float64)
-    for line, row in enumerate(rows, start=2):
-        try:
-            scores[line - 2] = float(row["score"])
-        except (TypeError, ValueError):
-            raise HfAdaptError(f"{path}, line {line}: score {row['score']!r} is not a number; fix the row") from None
-    return [r["sentence1"] or "" for r in rows], [r["sentence2"] or "" for r in rows], scores
-
-
-def read_labelled_examples(labelled_csv: str | Path, max_rows: int | None = None) -> tuple[list[str], list[str]]:
-    """Read the `text` and `label` (string) columns of a labelled CSV."""
-    rows = _read_rows(Path(labelled_csv), LABELLED_COLUMNS, max_rows)
-    return [r["text"] or "" for r in rows], [r["label"] or "" for r in rows]
 
 
 def sts_spearman(

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from conftest import save_tiny_model, tiny_recipe
 from hf_adapt.cli import main
 from hf_adapt.compare import build_variants, run_compare
-from hf_adapt.config import load_recipe
+from hf_adapt.config import PRESETS, load_recipe
 from hf_adapt.errors import HfAdaptError
 
 STS_PROBE = """sentence1,sentence2,score
@@ -51,7 +51,7 @@ def test_variants_swap_the_strategy_and_keep_the_rest(pretrained, sentiment_csvs
     assert all(c.train.output_dir == str((tmp_path / "report" / n).resolve()) for n, c in by_name.items())
     features, partial, lora = by_name["features"], by_name["partial"], by_name["lora"]
     assert (features.adapt.strategy, features.adapt.freeze_encoder) == ("partial", True)
-    assert features.optim.learning_rate == 1e-3
+    assert features.optim.learning_rate == PRESETS["features"]["optim"]["learning_rate"] == 2e-3
     assert (partial.adapt.freeze_embeddings, partial.adapt.freeze_layers) == (True, 1)  # half of 2 layers
     assert (lora.adapt.strategy, lora.adapt.lora_r, lora.optim.learning_rate) == ("lora", 16, 1e-3)  # module defaults
     assert lora.model.dropout == 0.0 and by_name["full"].model.dropout is None

@@ -24,7 +24,6 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.forgetting import (
     ForgettingReport,
     add_cli,
-    detect_probe_kind,
     embed_texts,
     layer_drift,
     linear_cka,
@@ -33,6 +32,7 @@ from hf_adapt.forgetting import (
     measure_forgetting,
     sts_spearman,
 )
+from hf_adapt.probes import detect_probe_kind
 
 WORDS = [f"w{i}" for i in range(90)]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
