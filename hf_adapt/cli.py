@@ -29,14 +29,13 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "forgetting": ("hf_adapt.forgetting", "Measure what fine-tuning changed: probe retention, per-layer CKA drift."),
     "groupwise": ("hf_adapt.groupwise", "Train a global model and one per group; report every model on every group."),
     "compare": ("hf_adapt.compare", "Run several strategies (or recipes) on the same data and seed; write a report."),
-    "bench": ("hf_adapt.bench", "Time to accuracy: hf_adapt's recipes against Trainer/peft/sklearn."),
 }
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="Train a classifier from a YAML recipe.",
                                    description="Train, evaluate and save a classifier as a recipe says.")
-    parser.add_argument("recipe", help="Recipe YAML (see recipes/).")
+    parser.add_argument("recipe", help="Recipe YAML (the hf_adapt repository's recipes/ folder has examples).")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="Override recipe values, e.g. optim.layer_decay=0.8 train.epochs=1")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing output directory on success.")

@@ -375,7 +375,7 @@ def load_yaml(text: str) -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise HfAdaptError(f"recipe file {path} not found: give the path of a YAML recipe (see recipes/)")
+        raise HfAdaptError(f"recipe file {path} not found: give the path of a YAML recipe file")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

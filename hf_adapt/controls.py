@@ -286,7 +286,7 @@ def check_fsdp_controls(config: AdaptConfig, *, fsdp: bool) -> None:
     used = [k for k in ("l2sp", "gradual_unfreeze") if getattr(config, k)]
     if fsdp and used:
         raise HfAdaptError(f"adapt.{', adapt.'.join(used)} are not supported under FSDP (it replaces the parameters "
-                           f"they act on); launch with scripts/accelerate/ddp_multi_gpu.yaml or on one device")
+                           f"they act on); launch with DDP (`accelerate launch --multi_gpu`) or on one device")
 
 
 def check_reinit_fits(model: nn.Module, config: AdaptConfig) -> None:

@@ -232,8 +232,8 @@ def _run(config: RecipeConfig, paths: RunPaths, started: float, callbacks: list[
     trainer = build_trainer(config, model, tokenizer, encoded, task.label_map, paths.work_dir,
                             [*callbacks, *controls.callbacks, interrupt], controls=controls)
     if trainer.is_fsdp_enabled and config.adapt.strategy == "lora":
-        raise HfAdaptError("adapt.strategy 'lora' is not supported under FSDP; launch it with "
-                           "scripts/accelerate/ddp_multi_gpu.yaml (LoRA's frozen encoder fits on every GPU)")
+        raise HfAdaptError("adapt.strategy 'lora' is not supported under FSDP; launch it with DDP "
+                           "(`accelerate launch --multi_gpu`): LoRA's frozen encoder fits on every GPU")
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
     setup_s = time.perf_counter() - started
     with interrupt.catch_signals():  # the frozen prefix is computed once when the recipe freezes one

@@ -31,6 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "scripts" / "benchmarks"  # benchmark scripts, not part of the package
 SHARED_DATA = Path(os.environ.get("HF_ADAPT_DATA_DIR", REPO.parent / "shared" / "data"))
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "nice", "happy", "best"]

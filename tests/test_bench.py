@@ -1,21 +1,24 @@
-"""The benchmark machinery on a tiny model: every variant runs, the report adds up. Not a timing test."""
+"""scripts/benchmarks/bench.py on a tiny model: every variant runs, the report adds up. Not a timing test."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from conftest import VOCAB, make_tokenizer, write_sentiment_csvs
-from hf_adapt import bench
-from hf_adapt.bench import BenchSpec, check_targets, flop_passes, prepare_data, render_markdown, training_flops
-from hf_adapt.cli import main as cli_main
+from conftest import BENCHMARKS, VOCAB, make_tokenizer, write_sentiment_csvs
 from hf_adapt.errors import HfAdaptError
 
+sys.path.insert(0, str(BENCHMARKS))
+import bench  # noqa: E402  (scripts/benchmarks/bench.py)
+from bench import BenchSpec, check_targets, flop_passes, prepare_data, render_markdown, training_flops  # noqa: E402
+
+cli_main = bench.main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,7 +134,7 @@ def test_predict_comparison(tiny_bench, tmp_path):
 def test_benchmark_end_to_end_in_subprocesses(tiny_bench, tmp_path, capsys):
     out = tmp_path / "bench"
     model, data = tiny_bench
-    code = cli_main(["bench", "--data", str(data), "--model", str(model), "--output-dir", str(out),
+    code = cli_main(["--data", str(data), "--model", str(model), "--output-dir", str(out),
                      "--train-rows", "48", "--peak-size", "128", "--lock", str(tmp_path / "cpu.lock"),
                      "--variants", "trainer_dynamic,sklearn_logreg"])
     assert code == 0
@@ -149,12 +152,12 @@ def test_benchmark_end_to_end_in_subprocesses(tiny_bench, tmp_path, capsys):
     assert "(d) frozen encoder + LogisticRegression" in capsys.readouterr().out
     # --rebuild makes the same report from the results on disk, without running anything
     (out / "bench.md").unlink()
-    assert cli_main(["bench", "--output-dir", str(out), "--rebuild"]) == 0
+    assert cli_main(["--output-dir", str(out), "--rebuild"]) == 0
     assert (out / "bench.md").read_text() == markdown
     (out / "sklearn_logreg.json").unlink()
-    assert cli_main(["bench", "--output-dir", str(out), "--rebuild"]) == 2
+    assert cli_main(["--output-dir", str(out), "--rebuild"]) == 2
     assert "no result for sklearn_logreg" in capsys.readouterr().err
 
 
 def test_unknown_variant_is_a_user_error(tiny_bench, tmp_path):
-    assert cli_main(["bench", "--data", str(tiny_bench[1]), "--output-dir", str(tmp_path), "--variants", "nope"]) == 2
+    assert cli_main(["--data", str(tiny_bench[1]), "--output-dir", str(tmp_path), "--variants", "nope"]) == 2

@@ -1,4 +1,4 @@
-"""scripts/bench_step.py and hf_adapt.stepprofile on a tiny model: the figures add up. Not a timing test."""
+"""scripts/benchmarks/bench_step.py and stepprofile.py on a tiny model: the figures add up. Not a timing test."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hf_adapt.stepprofile import CATEGORIES, categorise, grouped_batches
-from hf_adapt.modeling import load_tokenizer
+from conftest import BENCHMARKS
 from hf_adapt.config import ModelConfig
+from hf_adapt.modeling import load_tokenizer
+
+sys.path.insert(0, str(BENCHMARKS))
+from stepprofile import CATEGORIES, categorise, grouped_batches  # noqa: E402  (scripts/benchmarks/)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
+SCRIPT = BENCHMARKS / "bench_step.py"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 

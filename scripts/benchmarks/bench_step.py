@@ -1,13 +1,13 @@
 """Where a recipe's training step spends its time, and the most its matrix multiplies allow.
 
-    python scripts/bench_step.py --data ../shared/data/sst2/train.csv
-    python scripts/bench_step.py --data ../shared/data/sst2/train.csv --recipe recipes/minilm_sst2_lora.yaml
+    python scripts/benchmarks/bench_step.py --data ../shared/data/sst2/train.csv
+    python scripts/benchmarks/bench_step.py --data ../shared/data/sst2/train.csv --recipe recipes/minilm_sst2_lora.yaml
 
 Runs the recipe's step (its model, dropout, strategy, optimizer with layer-wise LR decay, batch
 size, padding, precision, gradient clipping and attention kernel) on length-grouped batches of `--data`, on the CPU:
 warm-up steps, then the same steps timed phase by phase, then again under `torch.profiler`,
 whose operator times are summed into categories. It prints the achieved training GFLOP/s on
-real tokens (the benchmark's formula, `hf_adapt.bench.FLOPS_FORMULA`) and the ceiling set by the
+real tokens (the benchmark's formula, `bench.FLOPS_FORMULA`) and the ceiling set by the
 matmuls alone: FLOPs / time inside matmul kernels, what the step would reach if every other
 operator took no time. Both are given as a share of the matmul peak measured here in the same
 precision (docs/benchmark.md, "Where a step's time goes").
@@ -35,14 +35,14 @@ def main() -> int:
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
 
-    from hf_adapt.bench import flop_passes, measure_matmul_peak, model_shape, training_flops
+    from bench import flop_passes, measure_matmul_peak, model_shape, training_flops
     from hf_adapt.config import load_recipe
     from hf_adapt.data import LabelMap
     from hf_adapt.engine import build_model, resolve_mixed_precision, training_attention
     from hf_adapt.errors import HfAdaptError
     from hf_adapt.modeling import load_tokenizer
     from hf_adapt.optim import build_optimizer
-    from hf_adapt.stepprofile import grouped_batches, profile_steps
+    from stepprofile import grouped_batches, profile_steps
 
     try:
         config = load_recipe(args.recipe, args.overrides)

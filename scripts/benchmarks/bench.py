@@ -1,7 +1,7 @@
 """Time to accuracy: hf_adapt's recipes against what a user would otherwise write, back to back.
 
-    hf-adapt bench --data ../shared/data/sst2 --train-rows 5000 --output-dir bench/sst2 \\
-        --lock /tmp/hf_adapt_cpu.lock
+    python scripts/benchmarks/bench.py --data ../shared/data/sst2 --train-rows 5000 \\
+        --output-dir bench/sst2 --lock /tmp/hf_adapt_cpu.lock
 
 Every variant trains on the same seeded subset of `train.csv`, in a fresh subprocess (so its
 peak RSS is its own), and is scored on `test.csv`:
@@ -16,7 +16,8 @@ peak RSS is its own), and is scored on `test.csv`:
     (d) sklearn_logreg   frozen encoder, mean-pooled embeddings (length-sorted batches of 32, as
                          sentence-transformers encodes) + scikit-learn LogisticRegression
     hf_adapt_full / hf_adapt_partial (lower half frozen, cached) / hf_adapt_frozen (cached
-    features) / hf_adapt_lora: the recipes with their defaults. hf_adapt_full also keeps its
+    features) / hf_adapt_lora: the presets of `hf_adapt.config.PRESETS`, as `hf-adapt compare`
+    runs its full, partial, features and lora variants (the frozen one for 5 cheap epochs). hf_adapt_full also keeps its
     weights at the end of every epoch and scores them on test.csv after training: the time to
     (b)'s accuracy is the clock at the end of the first epoch that reaches it.
     predict: `hf_adapt.inference.predict` against `pipeline("text-classification")` with its
@@ -301,33 +302,38 @@ def _mean_pooling_encoder(model_name: str) -> Callable[[list[str]], Any]:
     return encode
 
 
-HF_ADAPT_RECIPES = {
+HF_ADAPT_VARIANTS = {  # variant -> (`hf-adapt compare`'s variant of that preset, extra overrides)
     "hf_adapt_full": ("full", []),
-    "hf_adapt_partial": ("partial", ["adapt.freeze_layers={half}"]),
-    # As recipes/minilm_sst2_features.yaml: only the new head trains, at a higher LR, for a few cheap epochs.
-    "hf_adapt_frozen": ("partial", ["adapt.freeze_encoder=true", "optim.learning_rate=2e-3", "train.epochs=5"]),
+    "hf_adapt_partial": ("partial", []),
+    # As recipes/minilm_sst2_features.yaml: only the new head trains, for a few cheap epochs.
+    "hf_adapt_frozen": ("features", ["train.epochs=5"]),
     "hf_adapt_lora": ("lora", []),
 }
 
 
-def hf_adapt_overrides(spec: BenchSpec, variant: str) -> tuple[str, list[str]]:
-    strategy, overrides = HF_ADAPT_RECIPES[variant]
-    half = model_shape(spec.model)["layers"] // 2
-    return strategy, [o.format(half=half) for o in overrides] + spec.hf_adapt_overrides.get(variant, [])
+def hf_adapt_config(spec: BenchSpec, variant: str, output_dir: Path) -> Any:
+    """The variant's recipe: its preset (the `partial` variant freezing the lower half of the
+    encoder, as `hf-adapt compare` does) on the benchmark's data."""
+    from hf_adapt.compare import strategy_settings
+    from hf_adapt.config import PRESETS, load_config
+
+    kind, extra = HF_ADAPT_VARIANTS[variant]
+    common = [f"model.name_or_path={spec.model}", f"data.train_file={spec.train_file}",
+              f"data.validation_file={spec.validation_file}", f"data.test_file={spec.test_file}",
+              f"train.output_dir={output_dir}", "train.overwrite=true", f"train.seed={spec.seed}"]
+    base = load_config(None, common, **PRESETS[kind])
+    adapt, _ = strategy_settings(kind, base)
+    settings = [f"adapt.{key}={value}" for key, value in adapt.items() if key != "strategy"
+                and value != PRESETS[kind]["adapt"].get(key)] + extra + spec.hf_adapt_overrides.get(variant, [])
+    return load_config(None, common + settings, **PRESETS[kind]), settings
 
 
 def run_hf_adapt(spec: BenchSpec, variant: str) -> dict[str, Any]:
     """An hf_adapt recipe, run as `hf-adapt train` runs it (plus, for full, the test accuracy per epoch)."""
-    from hf_adapt.config import load_config
     from hf_adapt.engine import run_recipe
-    from hf_adapt.recipes import RECIPES
 
-    strategy, overrides = hf_adapt_overrides(spec, variant)
     output_dir = Path(spec.output_dir) / "models" / variant
-    config = load_config(None, [f"model.name_or_path={spec.model}", f"data.train_file={spec.train_file}",
-                                f"data.validation_file={spec.validation_file}", f"data.test_file={spec.test_file}",
-                                f"train.output_dir={output_dir}", "train.overwrite=true", f"train.seed={spec.seed}",
-                                *overrides], **RECIPES[strategy].DEFAULTS)
+    config, overrides = hf_adapt_config(spec, variant, output_dir)
     with tempfile.TemporaryDirectory() as snapshot_dir:
         snapshots = EpochSnapshots(Path(snapshot_dir)) if variant == "hf_adapt_full" else None
         result = run_recipe(config, callbacks=[snapshots.callback] if snapshots else None)
@@ -486,7 +492,7 @@ def rebuild_benchmark(output_dir: str) -> dict[str, Any]:
     """The report again, from the variants' result files of an earlier run in `output_dir` (nothing re-run)."""
     out = Path(output_dir)
     if not (out / "spec.json").is_file():
-        raise HfAdaptError(f"--rebuild {out}: no spec.json there; give the --output-dir of an earlier hf-adapt bench")
+        raise HfAdaptError(f"--rebuild {out}: no spec.json there; give the --output-dir of an earlier benchmark run")
     spec = BenchSpec(**json.loads((out / "spec.json").read_text()))
     results = {v: json.loads((out / f"{v}.json").read_text()) for v in spec.variants if (out / f"{v}.json").is_file()}
     missing = [v for v in spec.variants if v not in results]
@@ -499,7 +505,7 @@ def run_variant(out: Path, variant: str) -> dict[str, Any]:
     result_path = out / f"{variant}.json"
     result_path.unlink(missing_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "hf_adapt.bench", "--child", variant, "--spec", str(out / "spec.json"),
+    command = [sys.executable, __file__, "--child", variant, "--spec", str(out / "spec.json"),
                "--result", str(result_path)]
     with (out / f"{variant}.log").open("w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -677,13 +683,6 @@ def _fmt(value: float | None) -> str:
 # Command line
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="Time to accuracy: hf_adapt's recipes against Trainer/peft/sklearn.",
-                                   description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    parser.set_defaults(func=run_bench_command)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="Folder with train/validation/test.csv (text,label); required unless --rebuild.")
     parser.add_argument("--output-dir", required=True, help="Where the subset, logs, models, bench.json/.md go.")
@@ -709,9 +708,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     extra: dict[str, list[str]] = {}
     for item in args.set:
         variant, sep, override = item.partition(":")
-        if not sep or variant not in HF_ADAPT_RECIPES:
+        if not sep or variant not in HF_ADAPT_VARIANTS:
             raise HfAdaptError(f"--set {item!r} must look like VARIANT:section.key=value with VARIANT one of "
-                               f"{', '.join(HF_ADAPT_RECIPES)}")
+                               f"{', '.join(HF_ADAPT_VARIANTS)}")
         extra.setdefault(variant, []).append(override)
     spec = BenchSpec(data_dir=args.data, output_dir=args.output_dir, train_rows=args.train_rows or None,
                      variants=[v.strip() for v in args.variants.split(",") if v.strip()], model=args.model,
@@ -728,16 +727,20 @@ def report_and_exit(report: dict[str, Any], output_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hf_adapt.bench")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
-    known, rest = parser.parse_known_args(argv)
-    if known.child:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:  # one variant, in the subprocess that run_variant starts
+        child = argparse.ArgumentParser()
+        for name in ("--child", "--spec", "--result"):
+            child.add_argument(name, required=True)
+        known = child.parse_args(argv)
         return run_child(Path(known.spec), known.child, Path(known.result))
-    from hf_adapt.cli import main as cli_main
-
-    return cli_main(["bench", *rest])
+    parser = argparse.ArgumentParser(prog="python scripts/benchmarks/bench.py", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    try:
+        return run_bench_command(parser.parse_args(argv))
+    except HfAdaptError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 hf_adapt offers no compile option because on the CPU it was measured on it did not help
 (docs/benchmark.md). This script is how to check again on your hardware:
 
-    python scripts/bench_compile.py --data ../shared/data/sst2/train.csv
+    python scripts/benchmarks/bench_compile.py --data ../shared/data/sst2/train.csv
 
 Each mode runs in its own process (fresh compile caches, its own peak memory): the default
 model, bf16 autocast where the machine multiplies bf16 natively, AdamW, length-grouped batches
@@ -29,7 +29,7 @@ def run_mode(mode: str, model: str, data: str, steps: int) -> dict:
 
     from hf_adapt.engine import native_bf16
     from hf_adapt.modeling import resolve_model_path
-    from hf_adapt.stepprofile import grouped_batches
+    from stepprofile import grouped_batches
 
     path = resolve_model_path(model)
     data_batches, labels = grouped_batches(AutoTokenizer.from_pretrained(path), data, steps)
