@@ -9,6 +9,10 @@ A training run owns `train.output_dir` from its first step to its last:
 - a run killed in the middle of that swap is finished or rolled back by the next run into the same
   directory, which also removes what a killed save left behind.
 
+What goes into an output: the model (a plain transformers checkpoint; for LoRA also the adapter),
+its tokenizer, the label map, the resolved `recipe.yaml`, `metrics.json` (`RunResult`) and the
+model card (`hf_adapt.cards`).
+
 `--overwrite` replaces only a directory that an earlier hf_adapt run wrote (it holds that run's
 `metrics.json` and `recipe.yaml`), and no output may be, contain or sit inside one of the run's
 inputs (data files, the base model's folder, `model.init_from`).
@@ -25,12 +29,15 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hf_adapt
 from hf_adapt.config import RecipeConfig
+from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError
+from hf_adapt.modeling import unwrap
 
 try:
     import fcntl
@@ -39,6 +46,30 @@ except ImportError:  # Windows: runs are not locked against each other there
 
 # Files that every hf_adapt output holds and that mark a directory as one (RunResult, recipe header).
 OUTPUT_MARKERS = ("metrics.json", "recipe.yaml")
+
+
+@dataclass
+class RunResult:
+    """What a recipe's `run(config)` returns (and what `metrics.json` in the output holds)."""
+
+    output_dir: str
+    strategy: str
+    base_model: str
+    labels: list[str]
+    metrics: dict[str, dict[str, float]]  # split ("validation", "test") -> metric -> value
+    params: dict[str, int]  # trainable, total
+    timings: dict[str, float]  # setup_s (data, model), train_s (training only), eval_s, total_s
+    train: dict[str, Any]  # epochs, steps, train_loss, samples_per_second, best_checkpoint_metric
+    data: dict[str, Any]  # sources and row counts per split
+    hardware: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. forgetting results
+    hf_adapt_version: str = hf_adapt.__version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory: Path) -> None:
+        (directory / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -160,6 +191,17 @@ def check_output_state(config: RecipeConfig, paths: RunPaths, *, announce: bool 
               f"its first)")
 
 
+def find_resume_checkpoint(config: RecipeConfig, work_dir: Path) -> str | None:
+    """The checkpoint `--resume` continues from (None without `--resume`)."""
+    if not config.train.resume:
+        return None
+    last = last_complete_checkpoint(work_dir)
+    if last is None:
+        raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
+    print(f"[hf_adapt] resuming from {last}")
+    return last
+
+
 def last_complete_checkpoint(work_dir: Path) -> str | None:
     """The newest `checkpoint-N` that was fully written: Trainer writes `trainer_state.json` last, so a
     run killed while saving leaves a newer checkpoint without it, which must not be resumed from."""
@@ -219,6 +261,86 @@ def _exclusive_lock(lock_file: Path, output_dir: Path) -> Iterator[None]:
     finally:
         lock_file.unlink(missing_ok=True)  # while still holding the lock: see the retry above
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the output
+
+
+@contextmanager
+def publishing(paths: RunPaths, *, keep_checkpoints: bool = False) -> Iterator[Path]:
+    """A fresh staging directory to write the output into; when the block ends it is published in
+    one rename (`publish`) and, unless `keep_checkpoints`, the work directory is removed. An error,
+    Ctrl-C or SIGTERM in the block removes the staging directory and leaves the output as it was."""
+    staging = paths.staging()
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with signals_raise():
+            yield staging
+            publish(paths)
+    except SaveInterrupted as err:
+        if not staging.exists():  # the signal came as the swap ended: the new output stands
+            raise SaveInterrupted(f"{err} just after saving: the model is in {paths.output_dir}") from None
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SaveInterrupted(f"{err} while saving: nothing was published and {paths.output_dir} is as it was; "
+                              f"the checkpoints are in {paths.work_dir}: run the same command with --resume to "
+                              f"save again") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not keep_checkpoints:
+        shutil.rmtree(paths.work_dir, ignore_errors=True)
+    print(f"[hf_adapt] saved to {paths.output_dir}")
+
+
+def save_run(directory: Path, trainer: Any, config: RecipeConfig, label_map: LabelMap, result: RunResult,
+             work_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Everything of a finished run but its card: model files, label map, recipe, logs, metrics."""
+    save_model_files(trainer, config, directory, state_dict)
+    label_map.save(directory)
+    (directory / "recipe.yaml").write_text(recipe_header(config) + config.to_yaml(), encoding="utf-8")
+    if (work_dir / "runs").is_dir():  # TensorBoard logs
+        shutil.copytree(work_dir / "runs", directory / "runs")
+    result.save(directory)
+
+
+def save_model_files(trainer: Any, config: RecipeConfig, directory: Path,
+                     state_dict: dict[str, Any] | None = None) -> None:
+    """A plain transformers model (+ tokenizer); for LoRA also the adapter, or the adapter alone."""
+    model = trainer.model
+    tokenizer = trainer.processing_class
+    if config.adapt.strategy != "lora":
+        unwrap(model).save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+        return
+    adapter_dir = directory / "adapter" if config.adapt.merge_lora else directory
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+    # Continuing from an earlier run, the adapter's base weights are that run's.
+    _set_adapter_base(adapter_dir, str(Path(config.model.init_from).resolve()) if config.model.init_from
+                      else config.model.name_or_path)
+    # config.json beside the adapter carries the label map, so the head can be rebuilt.
+    unwrap(model).config.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    if config.adapt.merge_lora:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+        trainer.model = merged
+
+
+def _set_adapter_base(adapter_dir: Path, base_model: str) -> None:
+    """Record the Hub id (not the local embedded path) as the adapter's base model."""
+    path = adapter_dir / "adapter_config.json"
+    data = json.loads(path.read_text())
+    data["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def recipe_header(config: RecipeConfig) -> str:
+    return (f"# Resolved recipe of this run (from {config.source}). Re-run with:\n"
+            f"#   hf-adapt train recipe.yaml train.output_dir=NEW_DIR\n")
 
 
 # ---------------------------------------------------------------------------------------------

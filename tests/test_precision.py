@@ -9,9 +9,10 @@ import pytest
 from conftest import tiny_recipe
 from safetensors.torch import load_file
 
-import hf_adapt.engine as engine
+import hf_adapt.hardware as hardware
 from hf_adapt.config import config_from_dict
-from hf_adapt.engine import resolve_mixed_precision, run_recipe
+from hf_adapt.engine import run_recipe
+from hf_adapt.hardware import resolve_mixed_precision
 from hf_adapt.inference import evaluate_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "no")])
 def test_auto_follows_the_hardware(monkeypatch, native, expected):
-    monkeypatch.setattr(engine, "native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
     assert resolve_mixed_precision("auto") == expected
     for explicit in ("no", "bf16", "fp16"):  # an explicit choice is never second-guessed
         assert resolve_mixed_precision(explicit) == explicit
@@ -30,18 +31,18 @@ def test_native_bf16_is_false_without_gpu_or_amx(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert engine.native_bf16() is False
+    assert hardware.native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert engine.native_bf16() is True
+    assert hardware.native_bf16() is True
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)  # an older torch
-    assert engine.native_bf16() is False
+    assert hardware.native_bf16() is False
 
 
 @pytest.mark.parametrize("strategy", ["full", "partial"])
 def test_auto_bf16_trains_on_cpu_and_saves_fp32(monkeypatch, tiny_bert, sentiment_csvs, tmp_path, strategy):
     """Where `auto` means bf16 (here forced: CPU bf16 autocast runs on any x86 CPU, emulated
     without AMX), training autocasts, the saved weights stay fp32 and reload to the same scores."""
-    monkeypatch.setattr(engine, "native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
     adapt = {"strategy": strategy, **({"freeze_embeddings": True, "freeze_layers": 1} if strategy == "partial" else {})}
     config = config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt=adapt,
                                           train={"epochs": 2, "mixed_precision": "auto"}))
@@ -59,7 +60,7 @@ def test_auto_bf16_trains_on_cpu_and_saves_fp32(monkeypatch, tiny_bert, sentimen
 
 
 def test_auto_without_native_bf16_trains_in_fp32(monkeypatch, tiny_bert, sentiment_csvs, tmp_path):
-    monkeypatch.setattr(engine, "native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
     config = config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out",
                                           train={"mixed_precision": "auto"}))
     assert run_recipe(config).hardware["mixed_precision"] == "no"

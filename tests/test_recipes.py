@@ -21,7 +21,8 @@ from transformers import (
 
 from hf_adapt.config import config_from_dict
 from hf_adapt.data import load_task_data, tokenize_splits
-from hf_adapt.engine import balanced_class_weights, build_trainer, run_recipe
+from hf_adapt.engine import run_recipe
+from hf_adapt.trainer import balanced_class_weights, build_trainer
 from hf_adapt.modeling import load_model, load_tokenizer, load_trained
 
 TEXTS = ["good movie", "the plot was awful and boring", "a really great film", "dull", "it is quite nice and sad"]
@@ -179,8 +180,7 @@ def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp
     encoded = tokenize_splits(task.splits, load_tokenizer(config.model), task.label_map, 32)
     model = load_model(config.model, task.label_map)
 
-    trainer = build_trainer(config, model, load_tokenizer(config.model), encoded, task.label_map,
-                            tmp_path / "work", [])
+    trainer = build_trainer(config, model, load_tokenizer(config.model), encoded, task.label_map, tmp_path / "work")
 
     labels = np.array(encoded["train"]["labels"])
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
@@ -205,7 +205,7 @@ def test_batches_are_padded_to_the_configured_multiple(tiny_bert, small_csvs, tm
     tokenizer = load_tokenizer(config.model)
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, 32)
     trainer = build_trainer(config, load_model(config.model, task.label_map), tokenizer, encoded, task.label_map,
-                            tmp_path / "work", [])
+                            tmp_path / "work")
 
     for loader in (trainer.get_train_dataloader(), trainer.get_eval_dataloader()):
         for batch in loader:
@@ -267,6 +267,6 @@ def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_che
     assert capture.dropout == ({original} if dropout is None else {dropout})
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").config
     assert saved.hidden_dropout_prob == saved.attention_probs_dropout_prob == original
-    # CPU training steps use the math attention kernel (engine.training_attention); evaluation keeps flash.
+    # CPU training steps use the math attention kernel (trainer.training_attention); evaluation keeps flash.
     assert capture.flash == {"train": {capture.device != "cpu"}, "eval": {True}}
     assert torch.backends.cuda.flash_sdp_enabled()

@@ -27,7 +27,7 @@ def run_mode(mode: str, model: str, data: str, steps: int) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hf_adapt.engine import native_bf16
+    from hf_adapt.hardware import native_bf16
     from hf_adapt.modeling import resolve_model_path
     from stepprofile import grouped_batches
 

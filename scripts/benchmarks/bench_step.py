@@ -38,7 +38,9 @@ def main() -> int:
     from bench import flop_passes, measure_matmul_peak, model_shape, training_flops
     from hf_adapt.config import load_recipe
     from hf_adapt.data import LabelMap
-    from hf_adapt.engine import build_model, resolve_mixed_precision, training_attention
+    from hf_adapt.engine import build_model
+    from hf_adapt.hardware import resolve_mixed_precision
+    from hf_adapt.trainer import training_attention
     from hf_adapt.errors import HfAdaptError
     from hf_adapt.modeling import load_tokenizer
     from hf_adapt.optim import build_optimizer

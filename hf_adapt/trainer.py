@@ -1,0 +1,179 @@
+"""`AdaptTrainer`: transformers' `Trainer` with hf_adapt's optimizer, loss and attention kernel, and
+the `TrainingArguments` a recipe maps to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from hf_adapt.caching import EXAMPLE_INDEX, FrozenPrefixCache
+from hf_adapt.config import RecipeConfig
+from hf_adapt.data import LabelMap
+from hf_adapt.hardware import resolve_mixed_precision
+from hf_adapt.metrics import build_compute_metrics
+from hf_adapt.optim import build_optimizer
+
+
+OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
+LossTerm = Callable[[torch.nn.Module], torch.Tensor]
+
+
+class AdaptTrainer(Trainer):
+    """`Trainer` whose optimizer comes from a builder (`hf_adapt.optim.build_optimizer`: one place for
+    every parameter group) and whose loss can carry class weights and penalty terms (e.g. L2-SP).
+
+    The builder is called when Trainer asks for its optimizer, i.e. after Accelerate has wrapped the
+    model (FSDP needs the wrapped parameters), which is why it is a builder and not an optimizer.
+    """
+
+    loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let Trainer divide it for accumulation
+
+    def __init__(self, *args: Any, recipe: RecipeConfig, optimizer_builder: OptimizerBuilder,
+                 class_weights: torch.Tensor | None = None, loss_terms: Sequence[LossTerm] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+        self.optimizer_builder = optimizer_builder
+        self.class_weights = class_weights
+        self.loss_terms = list(loss_terms)
+        self.prefix_cache: FrozenPrefixCache | None = None  # set by train_with_cache while training on it
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.optimizer = self.optimizer_builder(self.model if model is None else model)
+        return self.optimizer
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Only the training steps: evaluation and the frozen-prefix cache run forward alone, where the
+        # flash kernel is fast and keeps no attention matrices (docs/benchmark.md).
+        with training_attention(self.args.device):
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        index = inputs.pop(EXAMPLE_INDEX, None)
+        if self.prefix_cache is not None and index is not None and model.training:
+            outputs = self.prefix_cache.forward(model, inputs, index)
+        else:
+            outputs = model(**inputs)
+        weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
+        loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
+        for term in self.loss_terms:
+            loss = loss + term(model)
+        return (loss, outputs) if return_outputs else loss
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if EXAMPLE_INDEX not in self._signature_columns:  # the frozen-prefix cache's row index
+            self._signature_columns.append(EXAMPLE_INDEX)
+
+
+@contextmanager
+def training_attention(device: torch.device) -> Iterator[None]:
+    """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel
+    (`AdaptTrainer.training_step`): the CPU flash kernel's backward pass is slow, and with attention
+    dropout on, scaled_dot_product_attention takes the math kernel anyway. Measured in
+    docs/benchmark.md ("Where a step's time goes")."""
+    if device.type != "cpu":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, encoded: Any,
+                  label_map: LabelMap, work_dir: Path, *, callbacks: Sequence[TrainerCallback] = (),
+                  optimizer: OptimizerBuilder | None = None, loss_terms: Sequence[LossTerm] = ()) -> AdaptTrainer:
+    """The recipe's Trainer, checkpointing into `work_dir` (cleared first unless resuming).
+
+    Args:
+        optimizer (*optional*): builds the optimizer from the (wrapped) model; default
+            `build_optimizer(model, config.optim)`.
+        loss_terms (*optional*): penalties added to the loss (L2-SP).
+    """
+    args = build_training_arguments(config, work_dir)
+    if not config.train.resume:  # what is there is an old run's (--overwrite) or holds no checkpoint
+        with args.main_process_first(desc="clearing the old work directory"):  # one rank deletes, the rest wait
+            if args.process_index == 0 and work_dir.exists():
+                shutil.rmtree(work_dir)
+    callbacks = list(callbacks)
+    if config.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
+    return AdaptTrainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.train.pad_to_multiple_of),
+        compute_metrics=build_compute_metrics(label_map.id2label),
+        callbacks=callbacks,
+        recipe=config,
+        optimizer_builder=optimizer or (lambda m: build_optimizer(m, config.optim)),
+        class_weights=balanced_class_weights(encoded["train"], label_map) if config.train.class_weights == "balanced" else None,
+        loss_terms=loss_terms,
+    )
+
+
+def build_training_arguments(config: RecipeConfig, work_dir: Path) -> TrainingArguments:
+    t, o = config.train, config.optim
+    evaluating = t.eval_strategy != "no"
+    precision = resolve_mixed_precision(t.mixed_precision)
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay,
+        warmup_steps=o.warmup,
+        lr_scheduler_type=o.scheduler,
+        max_grad_norm=o.max_grad_norm,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.eval_strategy if evaluating else "epoch",
+        save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model=t.metric_for_best if evaluating else None,
+        greater_is_better=t.metric_for_best != "loss" if evaluating else None,
+        logging_steps=t.logging_steps,
+        report_to=["tensorboard"] if t.tensorboard else [],
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        remove_unused_columns=True,
+        save_only_model=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # `accelerate launch --multi_gpu`/`torchrun` on a machine without GPUs: DDP over gloo. Without
+        # this every process would silently train its own copy, each seeing all the data. bf16 without
+        # a GPU also needs it: Trainer otherwise refuses bf16 as "not supported" instead of autocasting on CPU.
+        use_cpu=not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", "1")) > 1
+                                                   or precision == "bf16"),
+        disable_tqdm=False,
+    )
+
+
+def balanced_class_weights(train: Any, label_map: LabelMap) -> torch.Tensor:
+    """Inverse-frequency weights, n / (k * count_c), as scikit-learn's `class_weight='balanced'`."""
+    counts = torch.bincount(torch.tensor(train["labels"]), minlength=len(label_map.labels)).float()
+    return counts.sum() / (len(counts) * counts.clamp(min=1))
