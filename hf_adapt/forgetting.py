@@ -22,11 +22,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,21 +34,16 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
-from hf_adapt.errors import HfAdaptError, first_line
-from hf_adapt.modeling import resolve_model_path
+from hf_adapt.errors import HfAdaptError
+from hf_adapt.inference import length_sorted_batches, predict_label_ids
+from hf_adapt.modeling import load_trained
 from hf_adapt.probes import detect_probe_kind, read_labelled_examples, read_sts_pairs
 
 MAX_CKA_TEXTS = 1_000  # CKA needs many more texts than hidden units; 1,000 is stable and quick
-ADAPTER_CONFIG = "adapter_config.json"  # the file that marks a peft adapter directory
 
 ModelSpec = str | Path | tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
@@ -113,13 +107,11 @@ def load_encoder(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrainedT
 
     Args:
         path_or_model (`str`, `Path` or `tuple(PreTrainedModel, PreTrainedTokenizerBase)`):
-            - a directory or Hub id of a plain encoder, or of a fine-tuned sequence-classification
-              model (`AutoModel.from_pretrained` loads the encoder and drops the head);
-            - a peft adapter directory (it holds `adapter_config.json`): its base model is loaded,
-              the adapter merged into it, and the merged encoder returned;
-            - an already-loaded `(model, tokenizer)` pair: passed through, a task model being
-              unwrapped to its encoder (`model.base_model`). The model is switched to eval mode
-              (call `.train()` to resume training); its `requires_grad` flags are left alone.
+            anything `hf_adapt.modeling.load_trained` loads (a model folder or Hub id, a fine-tuned
+            classifier, whose head is dropped, or a peft adapter folder, merged into its base), or
+            an already-loaded `(model, tokenizer)` pair: passed through, a task model being
+            unwrapped to its encoder (`model.base_model`) and switched to eval mode (call
+            `.train()` to resume training); its `requires_grad` flags are left alone.
 
     Returns:
         `tuple(PreTrainedModel, PreTrainedTokenizerBase)`: the encoder and its tokenizer.
@@ -130,12 +122,8 @@ def load_encoder(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrainedT
     if isinstance(path_or_model, tuple):
         model, tokenizer = path_or_model
         return model.base_model.eval(), tokenizer
-    source = _resolve_source(path_or_model)
-    if _is_adapter_dir(source):
-        model, tokenizer = _load_merged_adapter(Path(source), need_head=False)
-        return model.base_model, tokenizer
-    model = _from_pretrained(AutoModel, source, need_head=False)
-    return model, _load_tokenizer(source)
+    model, tokenizer = load_trained(path_or_model, head=False)
+    return model.requires_grad_(False), tokenizer  # measured, never trained
 
 
 def load_classifier(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -143,12 +131,8 @@ def load_classifier(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrain
 
     Args:
         path_or_model (`str`, `Path` or `tuple(PreTrainedModel, PreTrainedTokenizerBase)`):
-            a saved classifier directory or Hub id, a peft adapter directory with
-            `task_type="SEQ_CLS"` (merged into its base; a `config.json` beside the adapter
-            supplies the label names), or a loaded `(model, tokenizer)` pair.
-
-    Returns:
-        `tuple(PreTrainedModel, PreTrainedTokenizerBase)`: the classifier and its tokenizer.
+            anything `hf_adapt.modeling.load_trained` loads with its head, or a loaded
+            `(model, tokenizer)` pair.
 
     Raises:
         `HfAdaptError`: if the model has no trained classification head.
@@ -161,157 +145,13 @@ def load_classifier(path_or_model: ModelSpec) -> tuple[PreTrainedModel, PreTrain
                 "sequence-classification models for BASE and ADAPTED"
             )
         return model.eval(), tokenizer
-    source = _resolve_source(path_or_model)
-    if _is_adapter_dir(source):
-        return _load_merged_adapter(Path(source), need_head=True)
-    model = _from_pretrained(AutoModelForSequenceClassification, source, need_head=True)
-    return model, _load_tokenizer(source)
-
-
-def _resolve_source(spec: str | Path) -> str:
-    """Return an existing local path, or a Hub id (packaged models mapped to their folder)."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return str(path)
-    # Only a bare "org/name" can be a Hub id; anything path-like that is missing is a typo, and
-    # failing now beats minutes of offline Hub retries.
-    if isinstance(spec, Path) or str(spec).startswith(("/", ".", "~")) or str(spec).count("/") > 1:
-        raise HfAdaptError(f"model path {spec} does not exist; pass a saved model directory or a Hub id")
-    return resolve_model_path(str(spec))  # a Hub id whose weights ship in a package loads offline
-
-
-def _is_adapter_dir(source: str) -> bool:
-    """A peft adapter directory; one with a merged model.safetensors too is loaded as a model."""
-    # Same rule as `modeling.load_trained`: hf_adapt may save the merged model beside the adapter.
-    directory = Path(source)
-    return (directory / ADAPTER_CONFIG).is_file() and not (directory / "model.safetensors").is_file()
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Silence transformers' load report and progress bar; the caller checks the keys itself.
-
-    The report always lists the head as unexpected when `AutoModel` strips it, which is what we
-    want, so users would only learn to ignore it; missing encoder weights are checked instead.
-    """
-    verbosity = hf_logging.get_verbosity()
-    bar_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _from_pretrained(auto_cls: type, source: str, *, need_head: bool, **kwargs: Any) -> PreTrainedModel:
-    """`auto_cls.from_pretrained` in eval mode, refusing randomly initialised weights we use."""
-    try:
-        with _quiet_loading():
-            model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kwargs)
-    except (OSError, ValueError) as err:
-        raise HfAdaptError(f"could not load model {source!r}: {first_line(err)}") from err
-    encoder_keys = set(model.base_model.state_dict())
-    prefix = f"{model.base_model_prefix}."
-    in_encoder = [k for k in info["missing_keys"] if k.removeprefix(prefix) in encoder_keys]
-    # The pooler is never used (we mean-pool), and some task checkpoints (RoBERTa) do not keep it.
-    missing_encoder = sorted(k for k in in_encoder if "pooler" not in k)
-    missing_head = sorted(set(info["missing_keys"]) - set(in_encoder))
-    if missing_encoder:
-        raise HfAdaptError(
-            f"{source}: encoder weights missing from the checkpoint (e.g. {missing_encoder[0]}); "
-            "pass a trained model directory"
-        )
-    if need_head and missing_head:
-        raise HfAdaptError(
-            f"{source}: no trained classification head (missing {missing_head[0]}); a labelled "
-            "probe needs fine-tuned sequence-classification models for BASE and ADAPTED"
-        )
-    return model.eval().requires_grad_(False)
-
-
-def _load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
-    """Load the tokenizer saved with a model, as a one-line `HfAdaptError` on failure."""
-    try:
-        return AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError) as err:
-        raise HfAdaptError(f"could not load a tokenizer from {source}: save it with the model") from err
-
-
-def _load_merged_adapter(
-    adapter_dir: Path, *, need_head: bool
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a peft adapter's base model, merge the adapter into it, and return the result."""
-    from peft import PeftConfig, PeftModel  # imported here: only adapter directories need peft
-
-    peft_config = PeftConfig.from_pretrained(str(adapter_dir))
-    base_id = peft_config.base_model_name_or_path
-    if not base_id:
-        raise HfAdaptError(
-            f"{adapter_dir / ADAPTER_CONFIG}: base_model_name_or_path is empty; set it to the base "
-            "model's directory or Hub id"
-        )
-    is_classifier = str(peft_config.task_type) == "SEQ_CLS"
-    if need_head and not is_classifier:
-        raise HfAdaptError(
-            f"{adapter_dir / ADAPTER_CONFIG}: task_type is {peft_config.task_type}, but a labelled "
-            "probe needs a sequence-classification adapter (task_type SEQ_CLS)"
-        )
-    # SEQ_CLS adapters key their weights under the task model ("bert.encoder..."), so the base
-    # must be built as that task model, or the LoRA weights silently fail to attach.
-    auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModel
-    kwargs: dict[str, Any] = {}
-    if (adapter_dir / "config.json").is_file():  # the fine-tuned config carries the label names
-        kwargs["config"] = AutoConfig.from_pretrained(str(adapter_dir))
-    base_source = _resolve_source(base_id)
-    base = _from_pretrained(auto_cls, base_source, need_head=False, **kwargs)
-    with warnings.catch_warnings():
-        # peft only warns when adapter weights do not match the model; measuring the bare base
-        # model instead would report "no forgetting" for the wrong reason.
-        warnings.filterwarnings("error", message=".*Found missing adapter keys")
-        # ...and it warns about a head of another size, which the encoder does not use.
-        warnings.filterwarnings("ignore", message=".*are being ignored because you passed `ignore_mismatched_sizes")
-        try:
-            # A head of another size only matters when we evaluate with it.
-            merged = PeftModel.from_pretrained(base, str(adapter_dir), ignore_mismatched_sizes=not need_head)
-        except UserWarning as err:  # its message lists every missing key: too long for one line
-            raise HfAdaptError(
-                f"{adapter_dir}: the adapter's weights do not attach to base model {base_id}; check "
-                "base_model_name_or_path in adapter_config.json"
-            ) from err
-        except RuntimeError as err:  # a head-size mismatch when the head is needed
-            raise HfAdaptError(
-                f"{adapter_dir}: the adapter's classification head does not fit {base_id}; save the "
-                "fine-tuned config.json (with id2label) beside the adapter"
-            ) from err
-    model = merged.merge_and_unload().eval().requires_grad_(False)
-    has_tokenizer = any((adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    return model, _load_tokenizer(adapter_dir if has_tokenizer else base_source)
+    model, tokenizer = load_trained(path_or_model, head=True)
+    return model.requires_grad_(False), tokenizer
 
 
 # --------------------------------------------------------------------------------------------
 # Embedding and prediction
 # --------------------------------------------------------------------------------------------
-
-
-def _length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
-    """Yield index batches, longest texts first, so each batch pads to similar lengths.
-
-    Character length is a close, free proxy for token length. Longest-first makes an
-    out-of-memory failure happen on the first batch rather than the last.
-    """
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-def _tokenize(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
 def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -349,8 +189,8 @@ def embed_texts(
         raise ValueError("embed_texts needs at least one text")
     encoder = model.base_model.eval()
     layers_out: list[np.ndarray] = []
-    for indices in _length_sorted_batches(texts, batch_size):
-        batch = _tokenize(tokenizer, [texts[i] for i in indices], max_length, encoder.device)
+    for indices, batch in length_sorted_batches(encoder, tokenizer, texts, batch_size=batch_size,
+                                                max_length=max_length):
         with torch.inference_mode():
             output = encoder(**batch, output_hidden_states=all_layers)
         hidden_states = output.hidden_states if all_layers else (output.last_hidden_state,)
@@ -360,19 +200,6 @@ def embed_texts(
             # Writing rows back at their indices restores the caller's order.
             store[indices] = _mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
     return layers_out if all_layers else layers_out[0]
-
-
-def _predict_label_ids(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int, max_length: int
-) -> np.ndarray:
-    """Argmax class ids of a sequence-classification model, in the order of `texts`."""
-    predictions = np.empty(len(texts), dtype=np.int64)
-    for indices in _length_sorted_batches(texts, batch_size):
-        batch = _tokenize(tokenizer, [texts[i] for i in indices], max_length, model.device)
-        with torch.inference_mode():
-            logits = model(**batch).logits
-        predictions[indices] = logits.argmax(dim=-1).cpu().numpy()
-    return predictions
 
 
 def layer_drift(base: ModelSpec, adapted: ModelSpec, texts: Sequence[str], **kwargs: Any) -> list[float]:
@@ -467,9 +294,9 @@ def labelled_accuracy(
             f"{labelled_csv}: label {unknown[0]!r} is unknown to model {model.config.name_or_path or type(model).__name__} "
             f"(its id2label has {', '.join(map(repr, label_to_id))}); use a probe with the model's labels"
         )
-    predicted = _predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    predicted, _ = predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     gold = np.array([label_to_id[label] for label in labels])
-    return float((predicted == gold).mean())
+    return float((predicted.numpy() == gold).mean())
 
 
 # --------------------------------------------------------------------------------------------

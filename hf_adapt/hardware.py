@@ -54,7 +54,7 @@ def native_bf16() -> bool:
     return bool(amx is not None and amx())
 
 
-def hardware_summary(trainer: Trainer) -> dict[str, Any]:
+def hardware_summary(trainer: Any) -> dict[str, Any]:
     device = trainer.args.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {

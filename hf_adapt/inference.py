@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ContextManager, TextIO
@@ -37,18 +37,27 @@ class Prediction:
         return {"label": self.label, "score": round(self.score, 6)}
 
 
-@torch.inference_mode()
-def predict_label_ids(model: Any, tokenizer: Any, texts: list[str], *, batch_size: int = 64,
-                      max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label ids, probabilities [n, num_labels]) for `texts`, in input order."""
+def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
+                          max_length: int = 256) -> Iterator[tuple[list[int], Any]]:
+    """The one batching of texts for a forward pass (predict, eval, forgetting, the reports):
+    `(indices, tokenized batch on the model's device)`, shortest texts first, so each batch pads
+    only to its own longest text; `indices` put each row's result back in input order. Texts are
+    truncated to `max_length` tokens, never past the model's position embeddings."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     # Never past the position embeddings: a long untrusted text would crash the model, not be truncated.
     max_length = min(max_length, max_input_tokens(model.config) or max_length)
-    probs = torch.empty(len(texts), model.config.num_labels)
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        batch = tokenize_bounded(tokenizer, [texts[i] for i in index], max_length).to(device)
+        yield index, tokenize_bounded(tokenizer, [texts[i] for i in index], max_length).to(device)
+
+
+@torch.inference_mode()
+def predict_label_ids(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
+                      max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label ids, probabilities [n, num_labels]) for `texts`, in input order."""
+    probs = torch.empty(len(texts), model.config.num_labels)
+    for index, batch in length_sorted_batches(model, tokenizer, texts, batch_size=batch_size, max_length=max_length):
         probs[index] = model(**batch).logits.float().softmax(-1).cpu()
     return probs.argmax(-1), probs
 

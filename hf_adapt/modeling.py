@@ -8,14 +8,16 @@ is supported by teaching this module alone.
 
 from __future__ import annotations
 
-import json
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from hf_adapt.config import DEFAULT_MODEL, ModelConfig
 from hf_adapt.data import LabelMap
@@ -97,21 +99,140 @@ def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: b
                            f"({first_line(err)}); give a folder with config.json and model.safetensors, or a Hub id") from None
 
 
-def load_trained(directory: str | Path, *, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any]:
-    """Reload an hf_adapt output directory (a plain model, or a LoRA adapter with its head)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise HfAdaptError(f"model directory {directory} not found: give an hf_adapt output directory or a model folder")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    if (directory / "adapter_config.json").is_file() and not (directory / "model.safetensors").is_file():
-        model = _load_adapter(directory)
+def load_trained(source: str | Path, *, head: bool = True,
+                 device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any]:
+    """The one loader of saved models (predict, eval, `model.init_from`, forgetting, the reports).
+
+    Args:
+        source (`str` or `Path`): an hf_adapt output directory, a model folder, a Hub id (the
+            embedded default loads offline), or a peft adapter folder (`adapter_config.json`
+            without a `model.safetensors` beside it: the adapter is merged into its base model).
+        head (`bool`, defaults to `True`): a sequence classifier whose trained head must be in the
+            checkpoint; `False`: the encoder alone (`AutoModel`, any head dropped).
+        device: where the model goes; it is returned in eval mode, its `requires_grad` untouched.
+
+    Returns:
+        `(model, tokenizer)`.
+
+    Raises:
+        HfAdaptError: the source is missing, holds only pickle weights, lacks encoder weights, or
+            (with `head`) has no trained classification head.
+    """
+    resolved = _resolve_source(source)
+    check_local_model(resolved, "model")
+    if _is_adapter_dir(resolved):
+        model, tokenizer = _load_merged_adapter(Path(resolved), head=head)
     else:
-        check_local_model(str(directory), "model directory")
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True)
-        except (OSError, ValueError) as err:
-            raise HfAdaptError(f"{directory}: no loadable model ({first_line(err)})") from None
+        model = _from_pretrained(AutoModelForSequenceClassification if head else AutoModel, resolved, head=head)
+        tokenizer = _load_saved_tokenizer(resolved)
     return model.to(device).eval(), tokenizer
+
+
+def _resolve_source(source: str | Path) -> str:
+    """An existing local path, or a Hub id (an embedded model mapped to its packaged folder)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return str(path)
+    # Only a bare NAME or ORG/NAME can be a Hub id; anything path-like that is missing is a typo, and
+    # failing now beats minutes of offline Hub retries.
+    if isinstance(source, Path) or str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1:
+        raise HfAdaptError(f"model directory {source} not found: give an hf_adapt output directory, a model "
+                           f"folder or a Hub id")
+    return resolve_model_path(str(source))
+
+
+def _is_adapter_dir(source: str) -> bool:
+    """A peft adapter directory; one with a merged model.safetensors beside it loads as a model."""
+    directory = Path(source)
+    return (directory / "adapter_config.json").is_file() and not (directory / "model.safetensors").is_file()
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' load report and progress bar; `_from_pretrained` checks the keys itself
+    (the report lists a dropped head as unexpected, which is what we want)."""
+    verbosity = hf_logging.get_verbosity()
+    bar_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(auto_cls: type, source: str, *, head: bool, **kwargs: Any) -> PreTrainedModel:
+    """`auto_cls.from_pretrained` from safetensors only, refusing missing weights that we would use."""
+    try:
+        with _quiet_loading():
+            model, info = auto_cls.from_pretrained(source, output_loading_info=True, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"{source}: no loadable model ({first_line(err)})") from None
+    encoder_keys = set(model.base_model.state_dict())
+    prefix = f"{model.base_model_prefix}."
+    in_encoder = [k for k in info["missing_keys"] if k.removeprefix(prefix) in encoder_keys]
+    # The pooler is never read by the classifiers of some families, and some checkpoints drop it.
+    missing_encoder = sorted(k for k in in_encoder if "pooler" not in k)
+    missing_head = sorted(set(info["missing_keys"]) - set(in_encoder))
+    if missing_encoder:
+        raise HfAdaptError(f"{source}: encoder weights missing from the checkpoint (e.g. {missing_encoder[0]}); "
+                           f"give a trained model directory")
+    if head and missing_head:
+        raise HfAdaptError(f"{source}: no trained classification head (missing {missing_head[0]}); give a "
+                           f"fine-tuned sequence-classification model, e.g. an hf_adapt output directory")
+    return model
+
+
+def _load_saved_tokenizer(source: str | Path) -> Any:
+    """The tokenizer saved with a model, or a one-line `HfAdaptError`."""
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as err:
+        raise HfAdaptError(f"could not load a tokenizer from {source} ({first_line(err)}); save it with the "
+                           f"model") from None
+
+
+def _load_merged_adapter(adapter_dir: Path, *, head: bool) -> tuple[PreTrainedModel, Any]:
+    """Load a peft adapter's base model, merge the adapter into it, and return the result."""
+    from peft import PeftConfig, PeftModel  # only adapter directories need peft
+
+    peft_config = PeftConfig.from_pretrained(str(adapter_dir))
+    base_id = peft_config.base_model_name_or_path
+    if not base_id:
+        raise HfAdaptError(f"{adapter_dir / 'adapter_config.json'}: base_model_name_or_path is empty; set it to "
+                           f"the base model's directory or Hub id")
+    is_classifier = str(peft_config.task_type) == "SEQ_CLS"
+    if head and not is_classifier:
+        raise HfAdaptError(f"{adapter_dir / 'adapter_config.json'}: task_type is {peft_config.task_type}, but a "
+                           f"classifier is needed (a sequence-classification adapter, task_type SEQ_CLS)")
+    # SEQ_CLS adapters key their weights under the task model ("bert.encoder..."), so the base must
+    # be built as that task model, or the LoRA weights silently fail to attach.
+    auto_cls = AutoModelForSequenceClassification if is_classifier else AutoModel
+    kwargs: dict[str, Any] = {}
+    if (adapter_dir / "config.json").is_file():  # the fine-tuned config carries the label names
+        kwargs["config"] = AutoConfig.from_pretrained(str(adapter_dir))
+    base_source = _resolve_source(base_id)
+    check_local_model(base_source, f"{adapter_dir}: the adapter's base model")
+    base = _from_pretrained(auto_cls, base_source, head=False, **kwargs)
+    with warnings.catch_warnings():
+        # peft only warns when adapter weights do not match the model; the bare base model would be
+        # measured or used instead, silently.
+        warnings.filterwarnings("error", message=".*Found missing adapter keys")
+        warnings.filterwarnings("ignore", message=".*are being ignored because you passed `ignore_mismatched_sizes")
+        try:
+            merged = PeftModel.from_pretrained(base, str(adapter_dir), ignore_mismatched_sizes=not head)
+        except UserWarning:  # its message lists every missing key: too long for one line
+            raise HfAdaptError(f"{adapter_dir}: the adapter's weights do not attach to base model {base_id}; check "
+                               f"base_model_name_or_path in adapter_config.json") from None
+        except RuntimeError:  # a head-size mismatch when the head is needed
+            raise HfAdaptError(f"{adapter_dir}: the adapter's classification head does not fit {base_id}; save the "
+                               f"fine-tuned config.json (with id2label) beside the adapter") from None
+    model = merged.merge_and_unload()
+    has_tokenizer = any((adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    model = model.base_model if not head and is_classifier else model
+    return model, _load_saved_tokenizer(adapter_dir if has_tokenizer else base_source)
 
 
 def check_local_model(path: str, what: str, *, weights: bool = True) -> None:
@@ -204,17 +325,6 @@ def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
 def read_model_labels(directory: str | Path) -> tuple[str, ...]:
     """The label names (by id) of a saved classifier or adapter directory, from its config.json."""
     return LabelMap.from_model_config(AutoConfig.from_pretrained(str(directory))).labels
-
-
-def _load_adapter(directory: Path) -> PreTrainedModel:
-    from peft import PeftModel
-
-    adapter_config = json.loads((directory / "adapter_config.json").read_text())
-    base = resolve_model_path(adapter_config["base_model_name_or_path"])
-    # config.json beside the adapter carries the label map, so the head gets the right shape.
-    model_config = AutoConfig.from_pretrained(directory if (directory / "config.json").is_file() else base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, config=model_config, use_safetensors=True)
-    return PeftModel.from_pretrained(model, directory).merge_and_unload()
 
 
 # ---------------------------------------------------------------------------------------------

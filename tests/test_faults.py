@@ -24,7 +24,7 @@ import yaml
 from conftest import tiny_recipe, write_sentiment_csvs
 from transformers import TrainerCallback
 
-from hf_adapt import cards, engine, outputs
+from hf_adapt import cards, engine
 from hf_adapt.cli import main
 from hf_adapt.outputs import last_complete_checkpoint
 from hf_adapt.recipes import full

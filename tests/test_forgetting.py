@@ -246,7 +246,7 @@ def test_load_encoder_refuses_an_adapter_whose_weights_do_not_attach(tmp_path, t
 
 
 def test_load_encoder_rejects_a_missing_path(tmp_path):
-    with pytest.raises(HfAdaptError, match="does not exist"):
+    with pytest.raises(HfAdaptError, match="not found: give an hf_adapt output directory, a model folder or a Hub id"):
         load_encoder(tmp_path / "no-such-model")
 
 
