@@ -9,8 +9,9 @@ stored result:
   only, no padding) are stored per training example; every step then runs only layers k.. and
   the head on them, through `Trainer` as usual (checkpoints, evaluation, early stopping).
 - **freeze_encoder**: the encoder's last hidden state of the first token, all that the heads of
-  the supported families read, is stored per training and validation example, and the head
-  trains on those features in a plain Accelerate loop: an epoch takes milliseconds.
+  the supported families read, is stored per training and validation example; the head trains
+  on those features through `Trainer` like any other recipe, and the evaluations during training
+  read the validation features too, so an epoch costs only the head's arithmetic.
 
 The cache is exact: it is computed in eval mode, so the frozen part runs without dropout (as it
 does at inference), and the cached path runs the model's own forward code, with the embeddings
@@ -27,7 +28,6 @@ goes to a memory-mapped file in the run's work directory, removed when training 
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,13 +35,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import TrainerCallback, get_scheduler
+from transformers import TrainerCallback
 from transformers.trainer_utils import TrainOutput
 
 from hf_adapt.config import RecipeConfig
-from hf_adapt.metrics import compute_classification_metrics
 from hf_adapt.modeling import encoder_layout, layer_container, unwrap
 
 EXAMPLE_INDEX = "example_index"  # train-set column naming each row's place in the cache
@@ -295,14 +293,22 @@ class FrozenPrefixCache:
 
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], index: list[int] | torch.Tensor,
                 split: str = "train") -> Any:
-        """The model's forward pass on cached states: only the layers above the cache and the head run."""
+        """The model's forward pass on cached states: only the layers above the cache and the head run
+        (cached features: the head alone, on one stored row per example)."""
         if self.cut.prefix_trains() and not self.features:  # someone unfroze the prefix: the cache is stale
             if not self.warned_stale:
                 print("[hf_adapt] frozen-prefix cache off: a cached layer started training")
                 self.warned_stale = True
             return model(**inputs)
         self.cached_steps += model.training
+        if self.features:
+            inputs = self.feature_inputs(index.tolist() if isinstance(index, torch.Tensor) else index,
+                                         inputs["input_ids"].device)
         return self._forward_cached(model, inputs, index, split)
+
+    def covers(self, split: str) -> bool:
+        """Whether this split's states are cached (training, and for features validation too)."""
+        return split in self.stores
 
     def _forward_cached(self, model: nn.Module, inputs: dict[str, torch.Tensor], index: list[int] | torch.Tensor,
                         split: str) -> Any:
@@ -369,18 +375,17 @@ def train_with_cache(trainer: Any, config: RecipeConfig, encoded: Any, work_dir:
     started = time.perf_counter()
     cache, reason = prepare_cache(trainer, config, encoded, work_dir)
     built_s = time.perf_counter() - started
+    eval_dataset = trainer.eval_dataset
     try:
-        if cache is None:
-            output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        elif cache.features:
-            output = train_head_on_features(trainer, config, encoded, cache)
-        else:
-            rows = list(range(len(trainer.train_dataset)))
-            trainer.train_dataset = trainer.train_dataset.add_column(EXAMPLE_INDEX, rows)
+        if cache is not None:  # rows carry their index into the cache; AdaptTrainer.compute_loss reads it
+            trainer.train_dataset = with_example_index(trainer.train_dataset)
+            if cache.covers("validation") and eval_dataset is not None:
+                trainer.eval_dataset = with_example_index(eval_dataset)
             trainer.prefix_cache = cache
-            output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     finally:
         trainer.prefix_cache = None
+        trainer.eval_dataset = eval_dataset
         trainer.remove_callback(timer)
         summary = {"off": reason or "nothing is frozen"} if cache is None else {**cache.describe(),
                                                                                "build_s": round(built_s, 2)}
@@ -389,6 +394,10 @@ def train_with_cache(trainer: Any, config: RecipeConfig, encoded: Any, work_dir:
     output.metrics["epoch_seconds"] = [round(s + (built_s if i == 0 else 0.0), 3) for i, s in enumerate(timer.seconds)]
     output.metrics["frozen_cache"] = summary
     return output
+
+
+def with_example_index(dataset: Any) -> Any:
+    return dataset.add_column(EXAMPLE_INDEX, list(range(len(dataset))))
 
 
 def prepare_cache(trainer: Any, config: RecipeConfig, encoded: Any,
@@ -424,135 +433,3 @@ def _build_checked(trainer: Any, layers: int, encoded: Any,
     what = "encoder features" if cache.features else f"embeddings + {layers} frozen layer(s)"
     print(f"[hf_adapt] cached the frozen {what} of {info['examples']} examples ({info['megabytes']} MB {where})")
     return cache, None
-
-
-# ---------------------------------------------------------------------------------------------
-# freeze_encoder: the head trains on cached features, in a plain Accelerate loop
-
-
-def train_head_on_features(trainer: Any, config: RecipeConfig, encoded: Any, cache: FrozenPrefixCache) -> TrainOutput:
-    """Train the head on cached first-token features; keep the best epoch by validation metric.
-
-    Follows the recipe as `Trainer` would: optimizer from `build_optimizer` (via the trainer),
-    the configured scheduler and warm-up, gradient clipping, accumulation (as one larger batch:
-    the loss is a mean), class weights and loss terms (via `compute_loss`), evaluation per epoch
-    or every `eval_steps` steps, `metric_for_best`, early stopping, and the trainer callbacks'
-    train/epoch begin and end events.
-    """
-    t, o = config.train, config.optim
-    model, accelerator = trainer.model, trainer.accelerator
-    labels = torch.tensor(encoded["train"]["labels"])
-    n = len(labels)
-    per_step = t.batch_size * t.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(n / per_step)
-    total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
-    epochs = math.ceil(total / steps_per_epoch)
-    # The optimizer goes through Accelerate (fp16 loss scaling); the scheduler does not: every
-    # process trains on all the features, so it must step once per step, not once per process.
-    optimizer = accelerator.prepare_optimizer(trainer.create_optimizer())
-    warmup = int(o.warmup) if o.warmup >= 1 else math.ceil(o.warmup * total)
-    scheduler = get_scheduler(o.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator().manual_seed(t.seed)
-    device = next(model.parameters()).device
-    evaluating = t.eval_strategy != "no" and "validation" in cache.stores
-    state, control = trainer.state, trainer.control
-    state.max_steps, state.num_train_epochs, state.global_step = total, epochs, 0
-    tracker = _BestTracker(t.metric_for_best, t.early_stopping_patience)
-    started, losses = time.perf_counter(), []
-    trainer.prefix_cache = cache  # compute_loss takes the cached path
-    control = trainer.callback_handler.on_train_begin(trainer.args, state, control)
-    for epoch in range(epochs):
-        control = trainer.callback_handler.on_epoch_begin(trainer.args, state, control)
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, per_step):
-            index = order[start:start + per_step].tolist()
-            inputs = {**cache.feature_inputs(index, device), "labels": labels[index].to(device), EXAMPLE_INDEX: index}
-            with accelerator.autocast():
-                loss = trainer.compute_loss(model, inputs)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(trainable, o.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            state.global_step += 1
-            state.epoch = epoch + min(start + per_step, n) / n
-            if evaluating and t.eval_strategy == "steps" and state.global_step % t.eval_steps == 0:
-                tracker.update(model, _evaluate_features(trainer, cache, encoded), state)
-            if state.global_step >= total or tracker.stop:
-                break
-        control = trainer.callback_handler.on_epoch_end(trainer.args, state, control)
-        line = f"[hf_adapt] features epoch {epoch + 1}/{epochs}: loss {np.mean(losses[-steps_per_epoch:]):.4f}"
-        if evaluating and t.eval_strategy == "epoch":
-            metrics = _evaluate_features(trainer, cache, encoded)
-            tracker.update(model, metrics, state)
-            line += f", validation {t.metric_for_best} {metrics[t.metric_for_best]:.4f}"
-        print(line)
-        if state.global_step >= total or tracker.stop:
-            break
-    trainer.callback_handler.on_train_end(trainer.args, state, control)
-    tracker.restore_best(model)
-    runtime = time.perf_counter() - started
-    seen = min(state.global_step * per_step, epochs * n)
-    return TrainOutput(state.global_step, float(np.mean(losses)) if losses else 0.0, {
-        "train_runtime": round(runtime, 4),
-        "train_samples_per_second": round(seen / max(runtime, 1e-9), 3),
-        "train_loss": float(np.mean(losses)) if losses else 0.0,
-        "epoch": state.epoch,
-    })
-
-
-@torch.no_grad()
-def _evaluate_features(trainer: Any, cache: FrozenPrefixCache, encoded: Any,
-                       batch_size: int = 1024) -> dict[str, float]:
-    """Validation metrics (and loss) of the head on cached features: the full model's, exactly."""
-    model = trainer.model
-    labels = torch.tensor(encoded["validation"]["labels"])
-    device = next(model.parameters()).device
-    model.eval()
-    logits = []
-    for start in range(0, len(labels), batch_size):
-        index = list(range(start, min(start + batch_size, len(labels))))
-        inputs = cache.feature_inputs(index, device)
-        logits.append(cache.forward(model, inputs, index, "validation").logits.float().cpu())
-    model.train()
-    logits = torch.cat(logits)
-    id2label = unwrap(model).config.id2label
-    metrics = compute_classification_metrics(logits.argmax(-1).numpy(), labels.numpy(), id2label)
-    metrics["loss"] = float(F.cross_entropy(logits, labels))
-    return metrics
-
-
-class _BestTracker:
-    """Keeps the head weights of the best evaluation (as `load_best_model_at_end`) and counts the
-    evaluations without gain (as `EarlyStoppingCallback`)."""
-
-    def __init__(self, metric: str, patience: int | None):
-        self.metric, self.patience = metric, patience
-        self.best: float | None = None
-        self.weights: dict[str, torch.Tensor] | None = None
-        self.bad = 0
-        self.stop = False
-
-    def update(self, model: nn.Module, metrics: dict[str, float], state: Any) -> None:
-        value = metrics[self.metric]
-        better = self.best is None or (value < self.best if self.metric == "loss" else value > self.best)
-        state.log_history.append({"epoch": state.epoch, "step": state.global_step,
-                                  **{f"eval_{k}": v for k, v in metrics.items()}})
-        if better:
-            self.best, self.bad = value, 0
-            self.weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-            state.best_metric = value
-        else:
-            self.bad += 1
-            self.stop = self.patience is not None and self.bad >= self.patience
-
-    def restore_best(self, model: nn.Module) -> None:
-        if self.weights is None:
-            return
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self.weights.items():
-                params[name].copy_(value)

@@ -26,11 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +35,12 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
     add_report_arguments,
     check_report_dir,
-    finished_run,
     fmt,
     human_count,
     markdown_table,
     new_figure,
-    resume_if_interrupted,
     safe_name,
+    train_report_run,
     write_report,
 )
 
@@ -180,64 +174,8 @@ def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
 
 def run_variant(variant: Variant, report_dir: Path, *, reuse: bool) -> dict[str, Any]:
     """Train one variant in a child process (or reuse its finished run); metrics.json + process stats."""
-    recipe_path = report_dir / "variants" / f"{variant.name}.yaml"
-    stats_path = report_dir / "variants" / f"{variant.name}.process.json"
-    finished = finished_run(variant.config, reuse=reuse)
-    if finished is not None:
-        stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-        return {**finished, "process": stats}
-    recipe_path.parent.mkdir(parents=True, exist_ok=True)
-    recipe_path.write_text(f"# Variant '{variant.name}' of hf-adapt compare ({variant.origin}). Re-run with:\n"
-                           f"#   hf-adapt train {recipe_path} train.output_dir=NEW_DIR\n"
-                           + variant.config.to_yaml(), encoding="utf-8")
-    print(f"[hf_adapt] compare: training {variant.name} ({variant.origin})")
-    resume = resume_if_interrupted(variant.config, reuse=reuse).train.resume
-    stats = run_child(recipe_path, stats_path.with_suffix(".cuda.json"), ["train.resume=true"] if resume else [])
-    if stats["returncode"] != 0:
-        raise HfAdaptError(f"variant {variant.name!r} failed (exit status {stats['returncode']}; its output is "
-                           f"above); its recipe is {recipe_path}")
-    stats_path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    metrics = Path(variant.config.train.output_dir) / "metrics.json"
-    return {**json.loads(metrics.read_text(encoding="utf-8")), "process": stats}
-
-
-def run_child(recipe_path: Path, cuda_path: Path, overrides: list[str]) -> dict[str, Any]:
-    """Run `python -m hf_adapt.compare RECIPE CUDA_JSON [overrides]`; its peak RSS (this child only)
-    and wall time."""
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "hf_adapt.compare", str(recipe_path), str(cuda_path), *overrides]
-    process = subprocess.Popen(command)
-    try:
-        # wait4 gives this child's own resource usage (RUSAGE_CHILDREN would give the max over all).
-        _, status, usage = os.wait4(process.pid, 0)
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    process.returncode = os.waitstatus_to_exitcode(status)
-    to_bytes = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    cuda = json.loads(cuda_path.read_text()) if cuda_path.is_file() else {}
-    cuda_path.unlink(missing_ok=True)
-    return {"returncode": process.returncode, "wall_s": round(time.perf_counter() - started, 2),
-            "peak_rss_mib": round(usage.ru_maxrss * to_bytes / 2**20, 1), **cuda}
-
-
-def child_main(recipe_path: str, cuda_path: str, *overrides: str) -> int:
-    """The child process: train one recipe; on a GPU, also record its peak CUDA memory."""
-    import torch
-
-    from hf_adapt.recipes import RECIPES
-
-    try:
-        config = load_recipe(recipe_path, list(overrides))
-        RECIPES[config.adapt.strategy].run(config)
-    except HfAdaptError as err:
-        print(f"hf-adapt: error: {err}", file=sys.stderr)
-        return err.exit_code
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        Path(cuda_path).write_text(json.dumps({"cuda_peak_mib": round(peak, 1)}) + "\n", encoding="utf-8")
-    return 0
+    return train_report_run(variant.config, report_dir / "variants" / f"{variant.name}.yaml",
+                            f"variant '{variant.name}' of hf-adapt compare ({variant.origin})", reuse=reuse)
 
 
 def run_compare(recipe: str | Path, specs: list[str], report_dir: str | Path, *, overrides: list[str] | None = None,
@@ -487,7 +425,3 @@ def run_cli(args: argparse.Namespace) -> int:
     run_compare(args.recipe, specs, args.report, overrides=list(args.overrides), probe=args.probe,
                 probe_max_rows=args.probe_max_rows, overwrite=args.overwrite, reuse=args.reuse)
     return 0
-
-
-if __name__ == "__main__":  # the child process of `run_child`
-    sys.exit(child_main(*sys.argv[1:]))

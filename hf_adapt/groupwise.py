@@ -35,12 +35,11 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
     add_report_arguments,
     check_report_dir,
-    finished_run,
     fmt,
     markdown_table,
     new_figure,
-    resume_if_interrupted,
     safe_name,
+    train_report_run,
     write_report,
 )
 
@@ -169,11 +168,11 @@ def run_groupwise(config: RecipeConfig, report_dir: str | Path, *, overwrite: bo
     for group, data in selected.items():
         write_data(data, report_dir / "data" / safe_name(group))
     stage1 = plan_stage1(config, report_dir, overwrite=overwrite)
-    results = {stage1.name: train_run(stage1, reuse=reuse)}
+    results = {stage1.name: train_run(stage1, report_dir, reuse=reuse)}
     # Planned only now: `model.init_from` must name a finished run when the recipe is validated.
     stage2 = plan_stage2(config, report_dir, list(selected), stage1, overwrite=overwrite)
     for run in stage2:
-        results[run.name] = train_run(run, reuse=reuse)
+        results[run.name] = train_run(run, report_dir, reuse=reuse)
     eval_split = "test" if "test" in everything.splits else "validation"
     matrix = evaluate_matrix({run.name: Path(run.config.train.output_dir) for run in (stage1, *stage2)},
                              {group: data.splits[eval_split] for group, data in selected.items()},
@@ -184,16 +183,10 @@ def run_groupwise(config: RecipeConfig, report_dir: str | Path, *, overwrite: bo
     return data
 
 
-def train_run(run: GroupRun, *, reuse: bool) -> dict[str, Any]:
-    """Train one run (or reuse its finished output); its metrics.json as a dict."""
-    from hf_adapt.recipes import RECIPES
-
-    finished = finished_run(run.config, reuse=reuse)
-    if finished is not None:
-        return finished
-    print(f"[hf_adapt] groupwise: training {run.name} ({KIND_TITLES[run.kind]})")
-    config = resume_if_interrupted(run.config, reuse=reuse)
-    return RECIPES[config.adapt.strategy].run(config).to_dict()
+def train_run(run: GroupRun, report_dir: Path, *, reuse: bool) -> dict[str, Any]:
+    """Train one run in a child process (or reuse its finished output); metrics.json + process stats."""
+    return train_report_run(run.config, report_dir / "recipes" / f"{run.name}.yaml",
+                            f"run '{run.name}' of hf-adapt groupwise ({KIND_TITLES[run.kind]})", reuse=reuse)
 
 
 def evaluate_matrix(model_dirs: dict[str, Path], groups: dict[str, Dataset], *, max_length: int,
@@ -232,7 +225,8 @@ def build_report_data(config: RecipeConfig, stage1: GroupRun, stage2: list[Group
                          # rows x epochs: a cost that, unlike seconds, does not depend on the machine's load
                          "train_examples": round(results[run.name]["data"]["rows"]["train"]
                                                  * results[run.name]["train"]["epochs"]),
-                         "trainable_params": results[run.name]["params"]["trainable"]}
+                         "trainable_params": results[run.name]["params"]["trainable"],
+                         "peak_rss_mib": results[run.name].get("process", {}).get("peak_rss_mib")}
               for run in (stage1, *stage2)}
     accuracy = {name: {group: m["accuracy"] for group, m in row.items()} for name, row in matrix.items()}
     summary = {}
@@ -333,7 +327,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         cells = [f"**{fmt(data['accuracy'][name][g])}**" if g == model["group"] else fmt(data["accuracy"][name][g])
                  for g in groups]
         other = data["other_groups"].get(name, {}).get("mean_other")
-        matrix_rows.append([name, *cells, fmt(other), f"{model['train_examples']:,}", fmt(model["train_s"], ".0f")])
+        matrix_rows.append([name, *cells, fmt(other), f"{model['train_examples']:,}", fmt(model["train_s"], ".0f"),
+                            fmt(model.get("peak_rss_mib"), ".0f")])
     return "\n\n".join([
         "# Group-wise adaptation report",
         f"Recipe `{data['recipe']}` ({data['strategy']}, base `{data['base_model']}`), seed {s['seed']}, "
@@ -346,13 +341,16 @@ def render_markdown(data: dict[str, Any]) -> str:
         "## Reading",
         "\n".join(f"- {line}" for line in data["reading"]),
         f"## Every model on every group ({split} accuracy; bold = the model's own group)",
-        markdown_table(["model", *groups, "mean on other groups", "train examples", "train s"], matrix_rows),
+        markdown_table(["model", *groups, "mean on other groups", "train examples", "train s", "peak RSS MiB"],
+                       matrix_rows),
         "![group-wise accuracy](report.png)",
         "## Notes",
         f"- Rows per group: train {', '.join(f'{g} {n}' for g, n in data['rows']['train'].items())}; "
         f"stage 1 trains on all of them ({s['stage1_train_rows']:,} rows).\n"
         "- train s: wall time of a run up to the end of training (loading data and model included); on a "
-        "shared machine it varies with the load, so compare it only roughly.\n"
+        "shared machine it varies with the load, so compare it only roughly. peak RSS MiB: the run's own process "
+        "(each run trains in one), as `hf-adapt compare` measures it.\n"
+        f"- Each run's exact recipe is in `recipes/` (`hf-adapt train recipes/NAME.yaml` reruns it).\n"
         f"- Each run's files are in its directory beside this report; `data/` holds the exact rows.",
     ])
 

@@ -3,7 +3,8 @@
 `hf-adapt groupwise` and `hf-adapt compare` both train a handful of runs into subdirectories of a
 report directory and then write `report.md`, `report.json` and `report.png` beside them. This
 module holds what they share: their common command-line arguments, refusing (or reusing) existing
-runs, Markdown tables, and writing the report files atomically, so a report directory never holds
+runs, the child process each run trains in (so its peak memory is its own: one rule for measuring
+it), Markdown tables, and writing the report files atomically, so a report directory never holds
 a half-written report.
 """
 
@@ -15,6 +16,9 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,96 @@ def resume_if_interrupted(config: RecipeConfig, *, reuse: bool) -> RecipeConfig:
     if not reuse or config.train.overwrite or last_complete_checkpoint(work_dir) is None:
         return config
     return dataclasses.replace(config, train=dataclasses.replace(config.train, resume=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, one process
+
+
+def train_report_run(config: RecipeConfig, recipe_path: Path, origin: str, *, reuse: bool) -> dict[str, Any]:
+    """Train one run of a report in its own process, or reuse its finished run: the run's
+    `metrics.json`, with the process's figures (`run_child`) under `"process"`.
+
+    Args:
+        config (`RecipeConfig`): the run's recipe; it is saved to `recipe_path` first.
+        origin (`str`): what the run is, for the recipe's header and the messages.
+        reuse (`bool`): keep a finished run of the same recipe; continue an interrupted one.
+    """
+    stats_path = recipe_path.with_suffix(".process.json")
+    finished = finished_run(config, reuse=reuse)
+    if finished is not None:
+        stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        return {**finished, "process": stats}
+    write_run_recipe(recipe_path, config, origin)
+    print(f"[hf_adapt] training {origin}")
+    resume = resume_if_interrupted(config, reuse=reuse).train.resume
+    stats = train_in_child(recipe_path, ["train.resume=true"] if resume else [])
+    if stats["returncode"] != 0:
+        raise HfAdaptError(f"{origin} failed (exit status {stats['returncode']}; its output is above); its recipe "
+                           f"is {recipe_path}")
+    stats_path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    metrics = Path(config.train.output_dir) / "metrics.json"
+    return {**json.loads(metrics.read_text(encoding="utf-8")), "process": stats}
+
+
+def write_run_recipe(path: Path, config: RecipeConfig, origin: str) -> Path:
+    """Save a run's exact recipe (re-runnable with `hf-adapt train`) before it trains."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {origin}. Re-run with:\n#   hf-adapt train {path} train.output_dir=NEW_DIR\n"
+                    + config.to_yaml(), encoding="utf-8")
+    return path
+
+
+def run_child(command: list[str], *, log_path: Path | None = None,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `command` to its end: its exit status, wall time and peak RSS in MiB, this child's own
+    (wait4; RUSAGE_CHILDREN would give the largest of all children so far). Its output goes to
+    `log_path`, or to this process's."""
+    started = time.perf_counter()
+    log = log_path.open("w") if log_path else None
+    try:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT if log else None, env=env)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    finally:
+        if log is not None:
+            log.close()
+    to_bytes = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"returncode": os.waitstatus_to_exitcode(status), "wall_s": round(time.perf_counter() - started, 2),
+            "peak_rss_mib": round(usage.ru_maxrss * to_bytes / 2**20, 1)}
+
+
+def train_in_child(recipe_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """Train one recipe file in its own process (`python -m hf_adapt.reports`): `run_child`'s
+    figures, plus the peak CUDA memory on a GPU."""
+    cuda_path = recipe_path.with_suffix(".cuda.json")
+    stats = run_child([sys.executable, "-m", "hf_adapt.reports", str(recipe_path), str(cuda_path), *overrides])
+    cuda = json.loads(cuda_path.read_text()) if cuda_path.is_file() else {}
+    cuda_path.unlink(missing_ok=True)
+    return {**stats, **cuda}
+
+
+def child_main(recipe_path: str, cuda_path: str, *overrides: str) -> int:
+    """The child process: train one recipe; on a GPU, also record its peak CUDA memory."""
+    import torch
+
+    from hf_adapt.config import load_recipe
+    from hf_adapt.recipes import RECIPES
+
+    try:
+        config = load_recipe(recipe_path, list(overrides))
+        RECIPES[config.adapt.strategy].run(config)
+    except HfAdaptError as err:
+        print(f"hf-adapt: error: {err}", file=sys.stderr)
+        return err.exit_code
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        Path(cuda_path).write_text(json.dumps({"cuda_peak_mib": round(peak, 1)}) + "\n", encoding="utf-8")
+    return 0
 
 
 def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -158,3 +252,7 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     return value
+
+
+if __name__ == "__main__":  # the child process of `train_in_child`
+    sys.exit(child_main(*sys.argv[1:]))

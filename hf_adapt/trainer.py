@@ -65,8 +65,9 @@ class AdaptTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         index = inputs.pop(EXAMPLE_INDEX, None)
-        if self.prefix_cache is not None and index is not None and model.training:
-            outputs = self.prefix_cache.forward(model, inputs, index)
+        split = "train" if model.training else "validation"  # evaluation reads the cache only where it covers it
+        if self.prefix_cache is not None and index is not None and self.prefix_cache.covers(split):
+            outputs = self.prefix_cache.forward(model, inputs, index, split)
         else:
             outputs = model(**inputs)
         weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)

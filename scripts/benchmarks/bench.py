@@ -41,7 +41,6 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from typing import Any, Callable, Iterator
 
 from hf_adapt.config import DEFAULT_MODEL
 from hf_adapt.errors import HfAdaptError
+from hf_adapt.reports import run_child
 
 REFERENCE = "trainer_dynamic"
 VARIANTS = {
@@ -434,7 +434,7 @@ RUNNERS: dict[str, Callable[[BenchSpec, str], dict[str, Any]]] = {
 }
 
 
-def run_child(spec_path: Path, variant: str, result_path: Path) -> int:
+def run_one_variant(spec_path: Path, variant: str, result_path: Path) -> int:
     """Subprocess entry: measure the peak, run one variant, write its result JSON."""
     spec = BenchSpec(**json.loads(spec_path.read_text()))
     peak = measure_matmul_peak(spec.peak_size)
@@ -507,14 +507,11 @@ def run_variant(out: Path, variant: str) -> dict[str, Any]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     command = [sys.executable, __file__, "--child", variant, "--spec", str(out / "spec.json"),
                "--result", str(result_path)]
-    with (out / f"{variant}.log").open("w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0 or not result_path.is_file():
-        return {"error": f"exit status {process.returncode}; see {out / f'{variant}.log'}"}
+    stats = run_child(command, log_path=out / f"{variant}.log", env=env)
+    if stats["returncode"] != 0 or not result_path.is_file():
+        return {"error": f"exit status {stats['returncode']}; see {out / f'{variant}.log'}"}
     result = json.loads(result_path.read_text())
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # the whole subprocess, as the OS counted it
+    result["peak_rss_mb"] = stats["peak_rss_mib"]  # the whole subprocess, as the OS counted it (MiB)
     result_path.write_text(json.dumps(result, indent=2) + "\n")  # so --rebuild finds it
     return result
 
@@ -733,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("--child", "--spec", "--result"):
             child.add_argument(name, required=True)
         known = child.parse_args(argv)
-        return run_child(Path(known.spec), known.child, Path(known.result))
+        return run_one_variant(Path(known.spec), known.child, Path(known.result))
     parser = argparse.ArgumentParser(prog="python scripts/benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     try:
