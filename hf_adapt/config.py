@@ -117,8 +117,8 @@ class AdaptConfig:
     lora_alpha: int = field(default=16, metadata={"help": "lora: scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(
         default=0.0,
-        metadata={"help": "lora: dropout on the LoRA input. 0 (peft's default) skips the extra copy of every input: "
-                          "on SST-2, 0.1 made epochs 15% slower and validation 0.8 points worse."},
+        metadata={"help": "lora: dropout on the LoRA input. 0 (peft's default) skips the extra copy of every input, "
+                          "which costs time and did not help accuracy (docs/recipes.md)."},
     )
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "lora: module names to adapt; default per architecture family."}
@@ -180,8 +180,8 @@ class TrainConfig:
     pad_to_multiple_of: int | None = field(
         default=8,
         metadata={"help": "Pad each batch to a multiple of N tokens; null = to its own longest row. Few distinct "
-                          "shapes keep the CPU's kernel cache and heap flat: on SST-2 (bf16, 2 cores) 8 cut peak "
-                          "memory 22-27% for 6% more time per epoch; GPUs' tensor cores want multiples of 8 too."},
+                          "shapes keep the CPU's kernel cache and heap flat (less peak memory for a few more pad "
+                          "tokens, docs/recipes.md); GPUs' tensor cores want multiples of 8 too."},
     )
     cache_frozen: bool = field(
         default=True,

@@ -45,9 +45,8 @@ def resolve_mixed_precision(setting: str) -> str:
 
 def native_bf16() -> bool:
     """Whether this machine multiplies bf16 natively: a CUDA GPU that supports it, or a CPU with
-    AMX (Intel Sapphire Rapids and later), where bf16 matmuls run at 4x the fp32 rate and bf16
-    autocast trained the SST-2 full recipe 1.5x faster at the same accuracy (docs/benchmark.md).
-    Other CPUs emulate bf16 or gain at most 2x, unmeasured here, so they stay fp32."""
+    AMX (Intel Sapphire Rapids and later). Other CPUs emulate bf16 or gain little from it, so they
+    train in fp32 (docs/recipes.md, "Precision")."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private API, hence the guard

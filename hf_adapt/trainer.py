@@ -58,7 +58,7 @@ class AdaptTrainer(Trainer):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         # Only the training steps: evaluation and the frozen-prefix cache run forward alone, where the
-        # flash kernel is fast and keeps no attention matrices (docs/benchmark.md).
+        # flash kernel is fast and keeps no attention matrices.
         with training_attention(self.args.device):
             return super().training_step(model, inputs, *args, **kwargs)
 
@@ -87,7 +87,7 @@ def training_attention(device: torch.device) -> Iterator[None]:
     """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel
     (`AdaptTrainer.training_step`): the CPU flash kernel's backward pass is slow, and with attention
     dropout on, scaled_dot_product_attention takes the math kernel anyway. Measured in
-    docs/benchmark.md ("Where a step's time goes")."""
+    docs/recipes.md ("Dropout and the attention kernel")."""
     if device.type != "cpu":
         yield
         return

@@ -9,12 +9,14 @@ a reason when the data is absent (a user's clone), and fail instead when HF_ADAP
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -133,6 +135,37 @@ def shared_data() -> Path:
             pytest.fail(message + "; HF_ADAPT_REQUIRE_DATA=1 demands it")
         pytest.skip(message)
     return SHARED_DATA
+
+
+def tiny_config(vocab_size: int = len(VOCAB), **overrides) -> BertConfig:
+    """A tiny BERT config (STYLE.md's test model) for models built in-process."""
+    return BertConfig(vocab_size=vocab_size, **{**TINY, **overrides})
+
+
+def snapshot_files(root: Path) -> dict[str, str]:
+    """Every file (its sha256) and folder ("dir") under `root`: equal snapshots = nothing changed."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def snapshot_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter, by name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def logits_of(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int = 32) -> torch.Tensor:
+    """The model's logits for `texts` (eval mode, no gradients), on the CPU."""
+    model.eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch.to(next(model.parameters()).device)).logits.cpu()
+
+
+def write_yaml(path: Path, data: dict | str) -> Path:
+    """A recipe (or any YAML) file; a string is written as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return path
 
 
 def tiny_recipe(model_dir: Path, data: dict[str, Path], output_dir: Path, **sections: dict) -> dict:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAMILIES, make_tokenizer, tiny_config, tiny_recipe
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import FAMILIES, VOCAB, make_tokenizer, tiny_recipe
 from hf_adapt import caching
 from hf_adapt.caching import FrozenPrefixCache, StateStore
 from hf_adapt.config import config_from_dict
@@ -45,9 +45,7 @@ def no_dropout_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT without dropout: cached and uncached training must then agree step for step."""
     directory = tmp_path_factory.mktemp("bert_no_dropout")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = tiny_config(num_hidden_layers=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
     make_tokenizer(directory).save_pretrained(directory)
     return directory

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_recipe, write_sentiment_csvs
+from conftest import REPO, logits_of, tiny_recipe, write_sentiment_csvs, write_yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_adapt.cli import main
@@ -21,11 +21,6 @@ from hf_adapt.engine import run_recipe
 
 HF_ADAPT = Path(sys.executable).parent / "hf-adapt"
 TEXTS = ["good movie", "the plot was awful", "a really great film", "dull and boring"]
-
-
-def write_recipe(path: Path, recipe: dict) -> Path:
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def last_json(stdout: str) -> dict:
 
 
 def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_path, capsys):
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
     output = tmp_path / "out"
 
     code = main(["train", str(recipe), f"train.output_dir={output}", "train.max_steps=2"])
@@ -77,7 +72,7 @@ def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_pat
 
 
 def test_a_bad_recipe_exits_2_with_one_line(tiny_bert, data, tmp_path, capsys):
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out",
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out",
                                                                 optim={"learning_rte": 1e-3}))
 
     code = main(["train", str(recipe)])
@@ -94,7 +89,7 @@ def test_output_dir_is_refused_when_not_empty_and_replaced_with_overwrite(tiny_b
     output = tmp_path / "out"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, output, train={"max_steps": 1}))
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, output, train={"max_steps": 1}))
 
     assert main(["train", str(recipe)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
@@ -111,7 +106,7 @@ def test_output_dir_is_refused_when_not_empty_and_replaced_with_overwrite(tiny_b
 
 
 def test_resume_without_a_checkpoint_says_so(tiny_bert, data, tmp_path, capsys):
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
 
     code = main(["train", str(recipe), "--resume"])
 
@@ -123,7 +118,7 @@ def test_resume_without_a_checkpoint_says_so(tiny_bert, data, tmp_path, capsys):
 
 def test_train_script_takes_the_same_arguments_and_exit_codes(tiny_bert, data, tmp_path, capsys):
     script = runpy.run_path(str(REPO / "scripts" / "train.py"), run_name="train_script")
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
 
     assert script["main"]([str(recipe), "train.max_steps=1"]) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
@@ -161,7 +156,9 @@ def test_predict_a_csv_file_into_jsonl_and_csv(trained, data, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == texts  # input order
     assert [r["label"] for r in rows] == expected_labels(trained, texts)
-    assert all(0.5 <= r["score"] <= 1.0 for r in rows)
+    probabilities = logits_of(AutoModelForSequenceClassification.from_pretrained(trained),
+                              AutoTokenizer.from_pretrained(trained), texts).softmax(-1).max(-1).values
+    assert [r["score"] for r in rows] == pytest.approx(probabilities.tolist(), abs=2e-6)
     with (tmp_path / "p.csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))
     assert [(r["text"], r["label"]) for r in table] == [(r["text"], r["label"]) for r in rows]

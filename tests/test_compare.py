@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import save_tiny_model, tiny_recipe, write_yaml
 from safetensors.torch import load_file
 
-from conftest import save_tiny_model, tiny_recipe
 from hf_adapt.cli import main
 from hf_adapt.compare import build_variants, run_compare
 from hf_adapt.config import PRESETS, load_recipe
@@ -35,8 +34,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_recipe(path: Path, model: Path, data: dict[str, Path], **sections: dict) -> Path:
-    path.write_text(yaml.safe_dump(tiny_recipe(model, data, path.parent / "unused", **sections)), encoding="utf-8")
-    return path
+    return write_yaml(path, tiny_recipe(model, data, path.parent / "unused", **sections))
 
 
 def test_variants_swap_the_strategy_and_keep_the_rest(pretrained, sentiment_csvs, tmp_path):

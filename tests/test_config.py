@@ -4,8 +4,7 @@ the field and the value and reports every problem at once."""
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import tiny_recipe
+from conftest import tiny_recipe, write_yaml
 
 from hf_adapt.config import (
     SECTIONS,
@@ -19,11 +18,6 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.recipes import RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_yaml(path: Path, data: dict | str) -> Path:
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 def error_of(raw: dict) -> str:

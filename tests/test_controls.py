@@ -12,13 +12,23 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-
 from conftest import NEGATIVE, NEUTRAL, POSITIVE, tiny_recipe
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainerCallback,
+)
+
 from hf_adapt.cli import main
 from hf_adapt.config import AdaptConfig, OptimConfig, config_from_dict, load_recipe
-from hf_adapt.controls import (GradualUnfreezing, L2SPPenalty, apply_controls, check_fsdp_controls,
-                              measure_run_forgetting, reinit_top_layers)
+from hf_adapt.controls import (
+    GradualUnfreezing,
+    L2SPPenalty,
+    apply_controls,
+    check_fsdp_controls,
+    measure_run_forgetting,
+    reinit_top_layers,
+)
 from hf_adapt.engine import run_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.forgetting import load_encoder, sts_spearman

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_recipe, write_sentiment_csvs
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from conftest import tiny_recipe, write_sentiment_csvs
 from hf_adapt.config import config_from_dict
 from hf_adapt.engine import run_recipe
 from hf_adapt.errors import HfAdaptError

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import snapshot_files as snapshot
 from conftest import tiny_recipe, write_sentiment_csvs
 from transformers import TrainerCallback
 
@@ -204,11 +205,6 @@ def test_resume_skips_a_checkpoint_left_half_written(tmp_path: Path) -> None:
             (folder / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(work_dir) == str(work_dir / "checkpoint-20")
     assert last_complete_checkpoint(tmp_path / ".missing.work") is None
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_failed_final_save_leaves_previous_output_untouched(tmp_path: Path, tiny_bert: Path,

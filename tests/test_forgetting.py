@@ -17,8 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config as shared_tiny_config
 from scipy.stats import spearmanr
-from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+)
 
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.forgetting import (
@@ -40,9 +46,7 @@ LABELS = {0: "negative", 1: "positive"}
 
 
 def tiny_config(**overrides) -> BertConfig:
-    return BertConfig(
-        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **overrides
-    )
+    return shared_tiny_config(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), max_position_embeddings=512, **overrides)
 
 
 def tiny_encoder(seed: int = 0) -> BertModel:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe, write_sentiment_csvs
 from safetensors.torch import load_file
 
-from conftest import tiny_recipe, write_sentiment_csvs
 from hf_adapt.cli import main
 from hf_adapt.config import DataConfig, config_from_dict
 from hf_adapt.data import load_task_data, split_by_group

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import logits_of, tiny_config
+from hub_server import HubServer  # tests/hub_server.py: pytest puts tests/ on sys.path
 from huggingface_hub import constants, snapshot_download
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import (
     AutoModelForSequenceClassification,
-    BertConfig,
     BertForSequenceClassification,
     BertTokenizerFast,
 )
 
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.hub import add_cli, push, resolve_model_reference, select_files
-from hub_server import HubServer  # tests/hub_server.py: pytest puts tests/ on sys.path
 
 TOKEN = "hf_test_token"
 LABELS = ["weather", "set_alarm", "play_music"]
@@ -64,15 +64,9 @@ def tiny_tokenizer(folder: Path) -> BertTokenizerFast:
 
 def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, id2label=dict(enumerate(LABELS)),
-                        label2id={label: i for i, label in enumerate(LABELS)})
+    config = tiny_config(vocab_size=99, max_position_embeddings=512, id2label=dict(enumerate(LABELS)),
+                         label2id={label: i for i, label in enumerate(LABELS)})
     return BertForSequenceClassification(config).eval()
-
-
-def logits_of(model, tokenizer) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
 
 
 def write_run_files(out: Path) -> None:
@@ -94,7 +88,7 @@ def full_run(tmp_path_factory):
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_run_files(out)
-    return out, logits_of(model, tokenizer)
+    return out, logits_of(model, tokenizer, TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +105,7 @@ def lora_run(tmp_path_factory):
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * 0.5)
     model.eval()
-    logits = logits_of(model, tokenizer)
+    logits = logits_of(model, tokenizer, TEXTS)
     model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")
     (out / "adapter" / "README.md").write_text("# tiny adapter\n")
@@ -176,7 +170,7 @@ def test_full_model_round_trips_through_the_hub_with_weights_over_lfs(hub, full_
     assert (local / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     reloaded = AutoModelForSequenceClassification.from_pretrained(local).eval()
     assert reloaded.config.id2label == dict(enumerate(LABELS))
-    torch.testing.assert_close(logits_of(reloaded, BertTokenizerFast.from_pretrained(local)), expected)
+    torch.testing.assert_close(logits_of(reloaded, BertTokenizerFast.from_pretrained(local), TEXTS), expected)
 
 
 def test_lora_adapter_round_trips_to_a_new_branch_of_a_private_repo(hub, lora_run, tmp_path):
@@ -194,7 +188,7 @@ def test_lora_adapter_round_trips_to_a_new_branch_of_a_private_repo(hub, lora_ru
     local = download(hub, "org/tiny-lora", tmp_path / "cache", revision="lora")
     base = AutoModelForSequenceClassification.from_pretrained(base_dir)
     reloaded = PeftModel.from_pretrained(base, local).eval()
-    torch.testing.assert_close(logits_of(reloaded, BertTokenizerFast.from_pretrained(local)), expected)
+    torch.testing.assert_close(logits_of(reloaded, BertTokenizerFast.from_pretrained(local), TEXTS), expected)
 
 
 def test_push_without_a_valid_token_fails_in_one_line_and_leaves_the_output_alone(hub, full_run):
@@ -400,9 +394,9 @@ def test_cli_push_prints_where_it_went(full_run, tmp_path, capsys):
 def test_recipe_with_hub_push_trains_then_pushes_a_card_naming_the_repo(tiny_bert, sentiment_csvs, tmp_path):
     """`hub.push: true` pushes at the end of training; the pushed card names the repo and its
     model-index equals the run's metrics.json."""
+    from conftest import tiny_recipe
     from huggingface_hub import ModelCard
 
-    from conftest import tiny_recipe
     from hf_adapt.config import config_from_dict
     from hf_adapt.recipes import full
 

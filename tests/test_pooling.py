@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import FAMILIES, tiny_recipe
+from conftest import FAMILIES, logits_of, tiny_recipe
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_adapt.config import config_from_dict
@@ -71,7 +71,10 @@ def test_frozen_encoder_trains_the_head_on_mean_pooled_features(tiny_bert, senti
     assert saved.config.num_hidden_layers == layers
     assert is_mean_pooling_layer(encoder_layout(saved).layers[-1]) == (pooling == "auto")  # untouched by training
     classify = pipeline("text-classification", model=str(tmp_path / "out"))
-    assert classify("a good film")[0]["label"] in ("negative", "positive")
+    probabilities = logits_of(saved, AutoTokenizer.from_pretrained(tmp_path / "out"), ["a good film"]).softmax(-1)[0]
+    best = int(probabilities.argmax())
+    assert classify("a good film")[0] == {"label": saved.config.id2label[best],
+                                          "score": pytest.approx(float(probabilities[best]), abs=1e-5)}
 
 
 def test_mean_pooling_needs_a_frozen_encoder(tiny_bert, sentiment_csvs, tmp_path):

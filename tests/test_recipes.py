@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES, tiny_recipe, write_sentiment_csvs
+from conftest import (
+    FAMILIES,
+    logits_of,
+    snapshot_weights,
+    tiny_recipe,
+    write_sentiment_csvs,
+)
 from sklearn.utils.class_weight import compute_class_weight
 from transformers import (
     AutoModelForSequenceClassification,
@@ -22,8 +28,8 @@ from transformers import (
 from hf_adapt.config import config_from_dict
 from hf_adapt.data import load_task_data, tokenize_splits
 from hf_adapt.engine import run_recipe
-from hf_adapt.trainer import balanced_class_weights, build_trainer
 from hf_adapt.modeling import load_model, load_tokenizer, load_trained
+from hf_adapt.trainer import balanced_class_weights, build_trainer
 
 TEXTS = ["good movie", "the plot was awful and boring", "a really great film", "dull", "it is quite nice and sad"]
 # adapt sections of the recipes, by test id
@@ -43,15 +49,11 @@ class CaptureModel(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.model = model
-        self.before = snapshot(model)
+        self.before = snapshot_weights(model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.after = snapshot(model)
+        self.after = snapshot_weights(model)
         self.log_history = list(state.log_history)
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 def part_of(name: str, base_prefix: str) -> str:
@@ -64,12 +66,6 @@ def part_of(name: str, base_prefix: str) -> str:
 
 
 @torch.no_grad()
-def logits_of(model: torch.nn.Module, tokenizer, texts: list[str] = TEXTS) -> torch.Tensor:
-    model.eval()
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    return model(**batch.to(next(model.parameters()).device)).logits.cpu()  # a run on a GPU leaves it there
-
-
 def train(recipe: dict) -> tuple:
     """Run a recipe dict through the shared engine, capturing the trained model."""
     capture = CaptureModel()
@@ -91,7 +87,7 @@ def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tm
     output = tmp_path / "out"
     result, capture = train(tiny_recipe(tiny_models[family], small_csvs, output, adapt=RECIPE_ADAPT[recipe]))
     tokenizer = AutoTokenizer.from_pretrained(output)
-    expected = logits_of(capture.model, tokenizer)
+    expected = logits_of(capture.model, tokenizer, TEXTS)
 
     # the output: a complete plain transformers model, and nothing left beside it
     for name in ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "recipe.yaml",
@@ -103,13 +99,13 @@ def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tm
 
     reloaded = AutoModelForSequenceClassification.from_pretrained(output)
     assert reloaded.config.id2label == {0: "negative", 1: "positive"}
-    torch.testing.assert_close(logits_of(reloaded, tokenizer), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_of(reloaded, tokenizer, TEXTS), expected, rtol=1e-5, atol=1e-5)
 
     base_prefix = reloaded.base_model_prefix
     changed = {name: not torch.equal(capture.before[name], capture.after[name]) for name in capture.before}
     if recipe == "lora":
         adapter_model, adapter_tokenizer = load_trained(output / "adapter")
-        torch.testing.assert_close(logits_of(adapter_model, adapter_tokenizer), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits_of(adapter_model, adapter_tokenizer, TEXTS), expected, rtol=1e-5, atol=1e-5)
         for name, moved in changed.items():  # base weights (and the original head copy) never move
             assert moved == ("lora_" in name or ".modules_to_save." in name), name
         assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
@@ -121,7 +117,7 @@ def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tm
 def test_saved_model_works_in_a_transformers_pipeline(tiny_bert, small_csvs, tmp_path):
     output = tmp_path / "out"
     _, capture = train(tiny_recipe(tiny_bert, small_csvs, output))
-    probabilities = logits_of(capture.model, AutoTokenizer.from_pretrained(output)).softmax(-1)
+    probabilities = logits_of(capture.model, AutoTokenizer.from_pretrained(output), TEXTS).softmax(-1)
 
     classifier = pipeline("text-classification", model=str(output), device="cpu")
     predictions = classifier(TEXTS)
@@ -140,7 +136,7 @@ def test_lora_without_merging_saves_the_adapter_alone(tiny_models, small_csvs, t
     assert not (output / "model.safetensors").exists() and not (output / "adapter").exists()
     assert (output / "adapter_model.safetensors").stat().st_size < (tiny_models["roberta"] / "model.safetensors").stat().st_size
     model, tokenizer = load_trained(output)
-    torch.testing.assert_close(logits_of(model, tokenizer), logits_of(capture.model, tokenizer), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_of(model, tokenizer, TEXTS), logits_of(capture.model, tokenizer, TEXTS), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,13 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe, write_sentiment_csvs
+from conftest import logits_of, tiny_recipe, write_sentiment_csvs
 
 from hf_adapt.cli import main
 from hf_adapt.config import ModelConfig
 from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.inference import predict, prediction_rows, tokenize_bounded, write_predictions
+from hf_adapt.inference import (
+    predict,
+    prediction_rows,
+    tokenize_bounded,
+    write_predictions,
+)
 from hf_adapt.modeling import load_model, load_trained
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
@@ -170,8 +175,11 @@ def test_predict_truncates_and_batches_huge_input(tmp_path: Path, tiny_bert: Pat
                                     with_kwargs=True)
     texts = ["good " * 20_000, "bad", "good film " * 5_000, "fine"]  # 100k characters first
     predictions = predict(model, tokenizer, texts, batch_size=2, max_length=32)
-    assert len(predictions) == 4 and {p.label for p in predictions} <= set(model.config.id2label.values())
     assert all(batch <= 2 and length <= 32 for batch, length in shapes)
+    # The same labels and scores as the whole texts truncated by the tokenizer and classified at once.
+    probabilities = logits_of(model, tokenizer, texts, max_length=32).softmax(-1)
+    assert [p.label for p in predictions] == [model.config.id2label[int(i)] for i in probabilities.argmax(-1)]
+    assert [p.score for p in predictions] == pytest.approx(probabilities.max(-1).values.tolist(), abs=1e-5)
 
     # A max_length beyond the model's 64 positions is capped, not a crash on the first long text.
     shapes.clear()

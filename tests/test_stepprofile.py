@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import BENCHMARKS
+
 from hf_adapt.config import ModelConfig
 from hf_adapt.modeling import load_tokenizer
 

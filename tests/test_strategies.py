@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILIES
+from conftest import FAMILIES, snapshot_weights
 from transformers import AutoModelForSequenceClassification
 
 from hf_adapt.config import AdaptConfig, OptimConfig
@@ -63,10 +63,6 @@ def train_steps(model: torch.nn.Module, steps: int = 3) -> None:
         F.cross_entropy(logits, labels).backward()
         optimizer.step()
         optimizer.zero_grad()
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 def moved(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, bool]:
@@ -191,7 +187,7 @@ def test_lora_target_errors_name_the_choices(tiny_bert):
 ])
 def test_training_moves_trainable_weights_and_never_frozen_ones(tiny_models, family, adapt, frozen):
     model = apply_strategy(load(tiny_models[family]), AdaptConfig(**adapt))
-    before = snapshot(model)
+    before = snapshot_weights(model)
 
     train_steps(model)
 
@@ -202,7 +198,7 @@ def test_training_moves_trainable_weights_and_never_frozen_ones(tiny_models, fam
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_training_leaves_base_weights_and_moves_adapters_and_head(tiny_models, family):
     model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="lora", lora_r=4, lora_dropout=0.0))
-    before = snapshot(model)
+    before = snapshot_weights(model)
 
     train_steps(model)
 

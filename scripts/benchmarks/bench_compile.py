@@ -1,7 +1,7 @@
 """Does `torch.compile` speed up fine-tuning on this machine? Eager vs inductor, same steps.
 
 hf_adapt offers no compile option because on the CPU it was measured on it did not help
-(docs/benchmark.md). This script is how to check again on your hardware:
+(docs/reports/sst2_experiments.md). This script is how to check again on your hardware:
 
     python scripts/benchmarks/bench_compile.py --data ../shared/data/sst2/train.csv
 

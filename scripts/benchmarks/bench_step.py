@@ -10,7 +10,7 @@ whose operator times are summed into categories. It prints the achieved training
 real tokens (the benchmark's formula, `bench.FLOPS_FORMULA`) and the ceiling set by the
 matmuls alone: FLOPs / time inside matmul kernels, what the step would reach if every other
 operator took no time. Both are given as a share of the matmul peak measured here in the same
-precision (docs/benchmark.md, "Where a step's time goes").
+precision (docs/reports/sst2_experiments.md, "Where a step's time goes").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ clipping, AdamW, zero_grad) under `torch.profiler` and sums each operator's own 
 categories. The matmul category alone bounds the throughput: even with every other operator
 free, a step cannot take less than its matmuls do, so `FLOPs / matmul seconds` is the most that
 this model, at these batch shapes, with these kernels, can reach. `bench_step.py` beside it is the
-command line around it (docs/benchmark.md, "Where a step's time goes").
+command line around it (docs/reports/sst2_experiments.md, "Where a step's time goes").
 """
 
 from __future__ import annotations
