@@ -176,11 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HfAdaptError as err:
         if debug:
             traceback.print_exc()
+        close_progress_bars()
         print(f"hf-adapt: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:  # a training run stopped by Ctrl-C says where its checkpoint is
+        close_progress_bars()
         print(f"hf-adapt: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
+
+
+def close_progress_bars() -> None:
+    """End the progress bars an error cut short, so the error starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -20,10 +21,15 @@ from typing import Any
 
 import yaml
 
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, shown
 from hf_adapt.probes import detect_probe_kind
 
 STRATEGIES = ("full", "partial", "lora")
+# transformers' schedulers that need no arguments beyond warm-up and total steps.
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+MAX_LENGTH_LIMIT = 1_000_000  # tokens: beyond any encoder's reach, so surely a typo
+MAX_EPOCHS, MAX_STEPS = 1_000, 100_000_000  # beyond these a schedule runs for months
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 # What each recipe sets under a recipe file (the YAML and `key=value` overrides win), by name. The
@@ -354,9 +360,46 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RecipeCon
     return config
 
 
+MAX_YAML_ALIASES = 20  # a recipe needs few aliases, if any; a "billion laughs" document needs many
+
+
+class RecipeYAMLError(yaml.YAMLError):
+    """A YAML document that parses but that a recipe must not be: duplicate keys, alias bombs."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML with YAML 1.2's booleans (true/false only). PyYAML follows YAML 1.1, where yes/no/on/off
-    are booleans too, so `mixed_precision: no` (Accelerate's spelling) arrived as False."""
+    """YAML with YAML 1.2's booleans (true/false only), no duplicate keys and few aliases.
+
+    PyYAML follows YAML 1.1, where yes/no/on/off are booleans too, so `mixed_precision: no`
+    (Accelerate's spelling) arrived as False. It keeps the last of two equal keys silently (a
+    second `train:` section dropped the first's keys). And it builds aliases of aliases without a
+    bound, so a few lines can stand for billions of values."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise RecipeYAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name); write the values out instead",
+                                      self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise RecipeYAMLError(f"duplicate key '{key}' (first at line {seen[key].line + 1}); YAML would keep "
+                                      f"only the last one: merge the two", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _RecipeLoader.yaml_implicit_resolvers = {
@@ -382,7 +425,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise HfAdaptError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
+        action = "" if isinstance(err, RecipeYAMLError) else "; fix the syntax"
+        raise HfAdaptError(f"{path}: invalid YAML{where}: {problem}{action}") from None
     except UnicodeDecodeError:
         raise HfAdaptError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
     if data is None:
@@ -399,6 +443,8 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
         raise HfAdaptError(f"override '{item}' must look like section.key=value, e.g. optim.layer_decay=0.8")
     try:
         parsed = load_yaml(value) if value.strip() else None
+    except RecipeYAMLError as err:
+        raise HfAdaptError(f"override '{item[:200]}': {err.problem}") from None
     except yaml.YAMLError:
         parsed = value
     return section, name, parsed
@@ -415,7 +461,7 @@ def _build_section(name: str, cls: type, values: dict[str, Any], errors: list[st
         try:
             kwargs[key] = _coerce(value, hints[key])
         except (TypeError, ValueError):
-            errors.append(f"{name}.{key} must be {_type_name(hints[key])}, got {value!r}")
+            errors.append(f"{name}.{key} must be {_type_name(hints[key])}, got {shown(value)}")
     return cls(**kwargs)
 
 
@@ -449,7 +495,10 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):  # .inf or .nan: no setting means that
+            raise ValueError
+        return number
     if hint is str:
         if isinstance(value, (dict, list)) or value is None:
             raise TypeError
@@ -463,7 +512,7 @@ def _type_name(hint: Any) -> str:
         return _type_name(args[0]) + " or null"
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(args[0])}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(hint, str(hint))
 
 
 def _did_you_mean(key: str, choices: Any, prefix: str = "") -> str:
@@ -484,11 +533,19 @@ def validate(config: RecipeConfig) -> list[str]:
             errors.append(message)
 
     m, d, a, o, t, h = config.model, config.data, config.adapt, config.optim, config.train, config.hub
-    check(m.max_length > 0, f"model.max_length must be > 0, got {m.max_length}")
+    check(0 < m.max_length <= MAX_LENGTH_LIMIT,
+          f"model.max_length must be in 1..{MAX_LENGTH_LIMIT:,} (tokens), got {shown(m.max_length)}")
     check(m.dropout is None or 0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1) or null, got {m.dropout}")
     check(bool(d.train_file) != bool(d.dataset),
           "data: give exactly one of data.train_file or data.dataset"
           + (f", got both ({d.train_file!r}, {d.dataset!r})" if d.train_file and d.dataset else ""))
+    columns = {"data.text_column": d.text_column, "data.text_pair_column": d.text_pair_column,
+               "data.label_column": d.label_column}
+    named = [(key, value) for key, value in columns.items() if value is not None]
+    for i, (key, value) in enumerate(named):
+        for other, other_value in named[i + 1:]:
+            check(value != other_value, f"{key} and {other} are both {shown(value)}: the model would read its answer "
+                                        f"(or one text twice); name two different columns")
     check(0.0 < d.validation_fraction < 1.0,
           f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
     for key in ("max_train_samples", "max_eval_samples"):
@@ -526,7 +583,12 @@ def validate(config: RecipeConfig) -> list[str]:
     check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     check(o.warmup >= 0, f"optim.warmup must be >= 0 (a ratio < 1 or a step count), got {o.warmup}")
     check(o.max_grad_norm > 0, f"optim.max_grad_norm must be > 0, got {o.max_grad_norm}")
+    check(o.scheduler in SCHEDULERS, f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got {shown(o.scheduler)}")
     check(t.epochs > 0 or t.max_steps > 0, f"train.epochs must be > 0, got {t.epochs}")
+    check(t.epochs <= MAX_EPOCHS, f"train.epochs must be at most {MAX_EPOCHS:,} (a schedule that long runs for "
+                                  f"months), got {t.epochs:g}; for long training use train.max_steps")
+    check(t.max_steps <= MAX_STEPS, f"train.max_steps must be at most {MAX_STEPS:,}, got {t.max_steps:,}")
+    check(0 <= t.seed < 2**32, f"train.seed must be in 0..{2**32 - 1} (numpy's range), got {t.seed}")
     for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
         check(getattr(t, key) > 0, f"train.{key} must be > 0, got {getattr(t, key)}")
     check(t.eval_strategy in ("epoch", "steps", "no"),
@@ -551,13 +613,25 @@ def validate(config: RecipeConfig) -> list[str]:
     check(h.what in ("auto", "model", "adapter"), f"hub.what must be auto, model or adapter, got {h.what!r}")
     check(not h.push or bool(h.repo_id), "hub.push is true but hub.repo_id is not set: give ORG/NAME")
     check(h.repo_id is None or h.repo_id.count("/") == 1,
-          f"hub.repo_id must look like ORG/NAME, got {h.repo_id!r}")
+          f"hub.repo_id must look like ORG/NAME, got {shown(h.repo_id)}")
+    check(h.revision is None or revision_problem(h.revision) is None,
+          f"hub.revision {shown(h.revision)}: {revision_problem(h.revision or '')}")
     check(h.what != "adapter" or a.strategy == "lora", "hub.what 'adapter' needs adapt.strategy 'lora'")
     check(not m.from_scratch or a.strategy == "full",
           f"model.from_scratch trains random weights, so it needs adapt.strategy 'full', got {a.strategy!r}")
     errors.extend(validate_groupwise(config))
     errors.extend(validate_controls(config))
     return errors
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why `revision` is not a usable branch name (git's rules that matter here), or None."""
+    parts = revision.split("/")
+    if not revision or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", revision):
+        return "give a branch name of letters, digits, '.', '_', '-' and '/' between words, such as 'main'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in parts) or revision.endswith("."):
+        return "no part of a branch name may start with '.', end with '.lock', nor the name end with '.'"
+    return None
 
 
 def validate_controls(config: RecipeConfig) -> list[str]:

@@ -154,7 +154,11 @@ def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int) -> di
     if len(train) < 4:
         raise HfAdaptError(f"training data has {len(train)} rows: too few to carve a validation split; "
                            f"give data.validation_file")
-    parts = train.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+    carved = math.ceil(fraction * len(train))
+    if len(train) - carved < 2:
+        raise HfAdaptError(f"data.validation_fraction {fraction:g} of {len(train)} training rows leaves "
+                           f"{len(train) - carved} to train on; lower it (0.1-0.2 is usual) or give data.validation_file")
+    parts = train.train_test_split(test_size=carved, seed=seed, shuffle=True)
     return {**raw, "train": parts["train"], "validation": parts["test"]}
 
 
@@ -170,7 +174,7 @@ def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) ->
     text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
     for column in text_columns:
         _check_texts(dataset[column], source, column)
-    labels = [_label_to_str(v) for v in dataset[config.label_column]]
+    labels = [label_to_str(v) for v in dataset[config.label_column]]
     for row, label in enumerate(labels):
         if label is None:
             raise HfAdaptError(f"{source}: empty or NaN label in column '{config.label_column}' at data row {row + 1}; "
@@ -195,7 +199,7 @@ def _separator_hint(columns: list[str]) -> str:
 
 def _read_groups(values: list[Any], source: str, column: str) -> list[str]:
     """Group names as strings (like labels: 3.0 -> '3'); an empty group is an error."""
-    groups = [_label_to_str(v) for v in values]
+    groups = [label_to_str(v) for v in values]
     for row, group in enumerate(groups):
         if group is None:
             raise HfAdaptError(f"{source}: empty or NaN group in column '{column}' at data row {row + 1}; "
@@ -211,8 +215,10 @@ def _check_texts(values: list[Any], source: str, column: str) -> None:
                                f"fill it or drop the row")
 
 
-def _label_to_str(value: Any) -> str | None:
-    """Labels are kept as strings; integer labels (also 1.0 from a column with NaN) become '1'."""
+def label_to_str(value: Any) -> str | None:
+    """The one normalisation of a label, for training and evaluation alike: labels are kept as
+    strings without surrounding spaces; integer labels (also 1.0 from a column with NaN) become
+    '1'; an empty or missing label is None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float) and value.is_integer():

@@ -40,7 +40,8 @@ from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyo
 from hf_adapt.interrupts import StopOnInterrupt
 from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout
 from hf_adapt.optim import build_optimizer
-from hf_adapt.outputs import RunResult, claim_output, find_resume_checkpoint, publishing, save_run
+from hf_adapt.outputs import (FingerprintCheckpoints, RunResult, claim_output, find_resume_checkpoint, publishing,
+                              run_fingerprint, save_run)
 from hf_adapt.pooling import resolve_pooling
 from hf_adapt.strategies import apply_strategy, trainable_summary
 from hf_adapt.trainer import build_trainer
@@ -57,6 +58,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         set_seed(config.train.seed)
         task = load_task_data(config.data, seed=config.train.seed)
         check_probe_labels(config, task.label_map.labels)
+        fingerprint = run_fingerprint(config, task.label_map.labels)  # what a checkpoint of this run depends on
         tokenizer = load_tokenizer(config.model)
         encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
         model = build_model(config, task.label_map)  # loaded, strategy applied
@@ -68,12 +70,14 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         trainer = build_trainer(
             config, model, tokenizer, encoded, task.label_map, paths.work_dir,
             optimizer=lambda m: build_optimizer(m, config.optim, include_frozen=controls.include_frozen),
-            loss_terms=controls.loss_terms, callbacks=[*(callbacks or []), *controls.callbacks, interrupt])
+            loss_terms=controls.loss_terms,
+            callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint)])
         check_distributed(trainer, config)
         setup_s = time.perf_counter() - started
         with interrupt.catch_signals():  # a frozen prefix is computed once, when the recipe freezes one
             train_output = train_with_cache(trainer, config, encoded, paths.work_dir,
-                                            resume_from_checkpoint=find_resume_checkpoint(config, paths.work_dir))
+                                            resume_from_checkpoint=find_resume_checkpoint(config, paths.work_dir,
+                                                                                          fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
         train_s = time.perf_counter() - started - setup_s
         metrics = evaluate_splits(trainer, encoded)

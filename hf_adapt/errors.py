@@ -12,6 +12,13 @@ class HfAdaptError(Exception):
     exit_code = 2
 
 
+def shown(value: object, limit: int = 200) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters: a value echoed back must not
+    turn a one-line error into megabytes (a YAML alias bomb, a pasted file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def first_line(err: BaseException) -> str:
     """The first line of a library exception, to quote inside a one-line `HfAdaptError`."""
     lines = str(err).strip().splitlines()

@@ -23,14 +23,14 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from hf_adapt.errors import HfAdaptError, first_line
+from hf_adapt.config import revision_problem
+from hf_adapt.errors import HfAdaptError, first_line, shown
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def push(
     _check_repo_id(repo_id)
     if to not in ("local", "hub"):
         raise HfAdaptError(f"push: to must be 'local' or 'hub', got {to!r}")
-    if revision is not None and (not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", revision) or ".." in revision):
-        raise HfAdaptError(f"push: bad revision {revision!r}: give a branch name such as 'main' or 'experiment-1'")
+    if revision is not None and revision_problem(revision):
+        raise HfAdaptError(f"push: --revision {shown(revision)}: {revision_problem(revision)}")
     files = select_files(output_dir, what)
     with tempfile.TemporaryDirectory(prefix="hf_adapt_cards_") as workdir:
         files = _cards_naming_repo(files, Path(output_dir), repo_id, Path(workdir))
@@ -207,6 +207,10 @@ def _is_allowed(name: str) -> bool:
 def _allowed_files(folder: Path, prefix: str = "") -> dict[str, Path]:
     # No recursion: everything a repo needs sits at the top of the folder.
     files = {prefix + p.name: p for p in sorted(folder.iterdir()) if p.is_file() and _is_allowed(p.name)}
+    for name, path in files.items():  # a link could publish any file the user can read
+        if path.is_symlink() and folder.resolve() not in path.resolve().parents:
+            raise HfAdaptError(f"push: {path} is a link to {path.resolve()}, outside {folder}; push publishes only "
+                               f"files inside the output directory: replace the link with a copy of the file")
     left_out = sorted(p.name for p in folder.iterdir() if prefix + p.name not in files)
     logger.debug("push: not pushing from %s: %s", folder, ", ".join(left_out) or "nothing")
     return files

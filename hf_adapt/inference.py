@@ -22,7 +22,7 @@ from typing import IO, Any, ContextManager, TextIO
 
 import torch
 
-from hf_adapt.data import LabelMap, load_file
+from hf_adapt.data import LabelMap, label_to_str, load_file
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import compute_classification_metrics
 from hf_adapt.modeling import load_trained, max_input_tokens
@@ -101,7 +101,10 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
             raise HfAdaptError(f"{data_file}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
                                f"pass --text-column/--label-column")
     label_map = LabelMap.from_model_config(model.config)
-    labels = [str(v) for v in dataset[label_column]]
+    labels = [label_to_str(v) for v in dataset[label_column]]
+    if None in labels:
+        raise HfAdaptError(f"{data_file}: empty or NaN label in column '{label_column}' at data row "
+                           f"{labels.index(None) + 1}; fill it in or drop the row")
     unknown = sorted(set(labels) - set(label_map.labels))
     if unknown:
         raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "

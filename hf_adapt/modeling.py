@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 
 from hf_adapt.config import DEFAULT_MODEL, ModelConfig
@@ -61,12 +62,32 @@ def resolve_model_path(name_or_path: str) -> str:
 def load_tokenizer(config: ModelConfig) -> Any:
     # Continuing from an earlier run: its saved tokenizer is the one its weights were trained with.
     path = config.init_from or resolve_model_path(config.name_or_path)
-    check_local_model(path, "model.init_from" if config.init_from else "model.name_or_path", weights=False)
+    key = "model.init_from" if config.init_from else "model.name_or_path"
+    check_local_model(path, key, weights=False)
     try:
-        return AutoTokenizer.from_pretrained(path, revision=config.revision, trust_remote_code=config.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision,
+                                                  trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
         raise HfAdaptError(f"model.name_or_path {config.name_or_path!r}: no tokenizer could be loaded "
                            f"({first_line(err)}); give a local model folder or a Hub id") from None
+    check_tokenizer(tokenizer, f"{key} {path}")
+    return tokenizer
+
+
+PROBE_SENTENCE = "the movie was good and the plot was fine"
+
+
+def check_tokenizer(tokenizer: Any, where: str) -> None:
+    """Refuse a tokenizer that cannot read text: transformers builds one from a model folder without
+    tokenizer files, whose vocabulary is its special tokens alone, so every word becomes [UNK] and a
+    model trains and predicts "successfully" on nothing."""
+    ids = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
+    only_special = len(tokenizer) <= len(set(tokenizer.all_special_ids))
+    all_unknown = tokenizer.unk_token_id is not None and bool(ids) and all(i == tokenizer.unk_token_id for i in ids)
+    if only_special or all_unknown:
+        raise HfAdaptError(f"{where}: its tokenizer knows {len(tokenizer)} tokens and reads '{PROBE_SENTENCE}' as "
+                           f"unknown tokens only; the folder lacks its tokenizer files (tokenizer.json or vocab.txt "
+                           f"and tokenizer_config.json): copy them from the base model")
 
 
 def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:
@@ -90,12 +111,21 @@ def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: b
             path, config=model_config, revision=config.revision, use_safetensors=True,
             trust_remote_code=config.trust_remote_code, ignore_mismatched_sizes=True,
         )
+    except SafetensorError as err:
+        raise HfAdaptError(damaged_weights(path, err)) from None
     except (OSError, ValueError) as err:
         if "custom code" in str(err):
             raise HfAdaptError(f"model.name_or_path {config.name_or_path!r} needs its own Python code to load; "
                                f"set model.trust_remote_code: true only if you have read and trust that code") from None
         raise HfAdaptError(f"model.name_or_path {config.name_or_path!r} could not be loaded "
                            f"({first_line(err)}); give a folder with config.json and model.safetensors, or a Hub id") from None
+
+
+def damaged_weights(folder: str | Path, err: Exception) -> str:
+    """The message for a weights file that is cut short or is not safetensors at all."""
+    files = sorted(p.name for p in Path(folder).glob("*.safetensors")) or ["model.safetensors"]
+    return (f"{Path(folder) / files[0]}: damaged weights ({first_line(err)}); the file is cut short or not a "
+            f"safetensors file: copy or download it again")
 
 
 def load_trained(source: str | Path, *, head: bool = True,
@@ -167,6 +197,8 @@ def _from_pretrained(auto_cls: type, source: str, *, head: bool, **kwargs: Any) 
     try:
         with _quiet_loading():
             model, info = auto_cls.from_pretrained(source, output_loading_info=True, use_safetensors=True, **kwargs)
+    except SafetensorError as err:
+        raise HfAdaptError(damaged_weights(source, err)) from None
     except (OSError, ValueError) as err:
         raise HfAdaptError(f"{source}: no loadable model ({first_line(err)})") from None
     encoder_keys = set(model.base_model.state_dict())
@@ -187,10 +219,12 @@ def _from_pretrained(auto_cls: type, source: str, *, head: bool, **kwargs: Any) 
 def _load_saved_tokenizer(source: str | Path) -> Any:
     """The tokenizer saved with a model, or a one-line `HfAdaptError`."""
     try:
-        return AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as err:
         raise HfAdaptError(f"could not load a tokenizer from {source} ({first_line(err)}); save it with the "
                            f"model") from None
+    check_tokenizer(tokenizer, f"model {source}")
+    return tokenizer
 
 
 def _load_merged_adapter(adapter_dir: Path, *, head: bool) -> tuple[PreTrainedModel, Any]:

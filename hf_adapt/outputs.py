@@ -20,7 +20,9 @@ inputs (data files, the base model's folder, `model.init_from`).
 
 from __future__ import annotations
 
+import errno
 import glob
+import hashlib
 import json
 import os
 import re
@@ -33,16 +35,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 import hf_adapt
 from hf_adapt.config import RecipeConfig
 from hf_adapt.data import LabelMap
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, shown
 from hf_adapt.modeling import unwrap
 
 try:
     import fcntl
 except ImportError:  # Windows: runs are not locked against each other there
     fcntl = None  # type: ignore[assignment]
+
+# A full disk, a read-only or forbidden folder: the errors of writing that the user can mend.
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 # Files that every hf_adapt output holds and that mark a directory as one (RunResult, recipe header).
 OUTPUT_MARKERS = ("metrics.json", "recipe.yaml")
@@ -129,7 +136,19 @@ def claim_output(config: RecipeConfig, *, main_process: bool = True) -> Iterator
         with _exclusive_lock(paths.lock_file, paths.output_dir):
             recover_interrupted_publish(paths)
             check_output_state(config, paths)
-            yield paths
+            had_checkpoints = last_complete_checkpoint(paths.work_dir) is not None
+            try:
+                yield paths
+            except (HfAdaptError, OSError) as err:  # a failed run leaves no checkpoints of its own behind
+                if isinstance(err, OSError) and err.errno not in WRITE_ERRORS:
+                    raise
+                if not had_checkpoints:
+                    shutil.rmtree(paths.work_dir, ignore_errors=True)
+                if isinstance(err, OSError):
+                    raise HfAdaptError(f"cannot write {err.filename or paths.output_dir}: {err.strerror}; nothing was "
+                                       f"published and {paths.output_dir} is as it was: free some space or choose "
+                                       f"another train.output_dir") from None
+                raise
     finally:
         for directory in created:  # only the folders this run made, and only while still empty
             try:
@@ -191,15 +210,106 @@ def check_output_state(config: RecipeConfig, paths: RunPaths, *, announce: bool 
               f"its first)")
 
 
-def find_resume_checkpoint(config: RecipeConfig, work_dir: Path) -> str | None:
-    """The checkpoint `--resume` continues from (None without `--resume`)."""
+def find_resume_checkpoint(config: RecipeConfig, work_dir: Path, fingerprint: dict[str, Any]) -> str | None:
+    """The checkpoint `--resume` continues from (None without `--resume`), once its fingerprint shows
+    it was made by this recipe on this data.
+
+    Raises:
+        HfAdaptError: no checkpoint, or one made with other settings, data, labels or model.
+    """
     if not config.train.resume:
         return None
     last = last_complete_checkpoint(work_dir)
     if last is None:
         raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
+    saved = Path(last) / FINGERPRINT_FILE
+    if not saved.is_file():
+        print(f"[hf_adapt] {last} has no {FINGERPRINT_FILE} (an older hf_adapt made it): cannot check that it was "
+              f"made with this recipe and data")
+    else:
+        changes = fingerprint_changes(json.loads(saved.read_text(encoding="utf-8")), fingerprint)
+        if changes:
+            raise HfAdaptError(f"--resume: the checkpoints in {work_dir} were made with other settings or data: "
+                               f"{'; '.join(changes)}; resume with what they were made with, or start again with "
+                               f"--overwrite (drops them)")
     print(f"[hf_adapt] resuming from {last}")
     return last
+
+
+# ---------------------------------------------------------------------------------------------
+# What a checkpoint depends on
+
+FINGERPRINT_FILE = "hf_adapt_fingerprint.json"
+# Keys that change how a run is logged, evaluated at the end, saved or shared, not what it trains.
+HARMLESS_KEYS = ("train.logging_steps", "train.tensorboard", "train.overwrite", "train.resume",
+                 "train.keep_checkpoints", "train.save_total_limit", "train.eval_batch_size", "train.threads",
+                 "train.output_dir", "data.test_file", "hub.", "forgetting.", "groupwise.")
+
+
+def run_fingerprint(config: RecipeConfig, labels: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """What a checkpoint depends on: the resolved recipe (less `HARMLESS_KEYS`), the label set, and
+    the content of the data files and local model weights it read (size and a sampled hash)."""
+    settings = {key: value for key, value in _flatten(config.to_dict()).items()
+                if not key.startswith(HARMLESS_KEYS)}
+    files = {}
+    for key, value in run_inputs(config):
+        if key == "data.test_file":
+            continue
+        path = Path(value)
+        for file in ([path] if path.is_file() else sorted(path.glob("*.safetensors")) if path.is_dir() else []):
+            files[f"{key} {file}"] = _content_digest(file)
+    return {"settings": settings, "labels": list(labels), "files": files}
+
+
+def fingerprint_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One phrase per difference between two fingerprints."""
+    changes = []
+    before, after = saved.get("settings", {}), current["settings"]
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changes.append(f"{key} {shown(before.get(key), 60)} → {shown(after.get(key), 60)}")
+    if saved.get("labels") != current["labels"]:
+        changes.append(f"labels [{', '.join(saved.get('labels', []))}] → [{', '.join(current['labels'])}]")
+    for name in sorted(set(saved.get("files", {})) | set(current["files"])):
+        if saved.get("files", {}).get(name) != current["files"].get(name):
+            changes.append(f"{name} changed" if name in current["files"] and name in saved.get("files", {})
+                           else f"{name} {'added' if name in current['files'] else 'no longer read'}")
+    return changes
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _content_digest(path: Path, block: int = 1 << 20) -> str:
+    """Size and a hash of the first, middle and last MiB: cheap for a file of gigabytes, and it sees
+    rows added, removed or edited at either end (a touched file with the same bytes is unchanged)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        for offset in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
+            handle.seek(offset)
+            digest.update(handle.read(block))
+    return f"{size}:{digest.hexdigest()[:16]}"
+
+
+class FingerprintCheckpoints(TrainerCallback):
+    """A Trainer callback that writes the run's fingerprint into every checkpoint it saves, so that
+    `--resume` can tell whether the checkpoint was made by the same recipe and data."""
+
+    def __init__(self, fingerprint: dict[str, Any]):
+        self.fingerprint = fingerprint
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            (checkpoint / FINGERPRINT_FILE).write_text(json.dumps(self.fingerprint, indent=1) + "\n", encoding="utf-8")
 
 
 def last_complete_checkpoint(work_dir: Path) -> str | None:

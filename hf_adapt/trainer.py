@@ -23,6 +23,7 @@ from transformers import (
 from hf_adapt.caching import EXAMPLE_INDEX, FrozenPrefixCache
 from hf_adapt.config import RecipeConfig
 from hf_adapt.data import LabelMap
+from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
 from hf_adapt.metrics import build_compute_metrics
 from hf_adapt.optim import build_optimizer
@@ -60,7 +61,12 @@ class AdaptTrainer(Trainer):
         # Only the training steps: evaluation and the frozen-prefix cache run forward alone, where the
         # flash kernel is fast and keeps no attention matrices.
         with training_attention(self.args.device):
-            return super().training_step(model, inputs, *args, **kwargs)
+            loss = super().training_step(model, inputs, *args, **kwargs)
+        if not torch.isfinite(loss).all():  # Trainer would log the NaN away (logging_nan_inf_filter) and go on
+            raise HfAdaptError(f"the training loss became {loss.item()} at step {self.state.global_step + 1}: the run "
+                               f"diverged; lower optim.learning_rate (it is {self.recipe.optim.learning_rate:g}) or "
+                               f"check the data")
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")

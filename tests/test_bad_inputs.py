@@ -66,6 +66,13 @@ class Workspace:
         """Chain a setup step into a case's one-liner: `w.after(w.file(...)).train()`."""
         return self
 
+    def linked_output(self, name: str, link: str, target: str) -> str:
+        """A copy of the tiny model as an output folder whose file `link` links to `target`."""
+        folder = Path(self.model_folder(name))
+        (folder / link).unlink(missing_ok=True)
+        (folder / link).symlink_to(target)
+        return str(folder)
+
     def hold_lock(self, pid: int = 4242) -> "Workspace":
         """Lock the output as a running hf-adapt run with this PID would (the lock is per open file)."""
         self.lock = os.open(self.root / ".out.lock", os.O_RDWR | os.O_CREAT)
@@ -73,16 +80,26 @@ class Workspace:
         os.write(self.lock, f"{pid}\n".encode())
         return self
 
-    def model_folder(self, name: str, *, weights: str = "safetensors", config: dict | None = None) -> str:
+    def model_folder(self, name: str, *, weights: str = "safetensors", config: dict | None = None,
+                     tokenizer: bool = True) -> str:
         """A copy of the tiny model: `weights` 'pickle' swaps model.safetensors for a booby-trapped
-        pytorch_model.bin (loading it would create PWNED); `config` entries go into config.json."""
+        pytorch_model.bin (loading it would create PWNED), 'truncated' cuts it in half, 'garbage'
+        replaces it with text; `config` entries go into config.json; `tokenizer=False` leaves the
+        tokenizer files out."""
         folder = self.root / name
         folder.mkdir()
         for path in self.model.iterdir():
+            if path.name.startswith("tokenizer") and not tokenizer:
+                continue
             if weights == "safetensors" or path.name != "model.safetensors":
                 (folder / path.name).write_bytes(path.read_bytes())
         if weights == "pickle":
             torch.save({"weights": Trap(str(self.root / "PWNED"))}, folder / "pytorch_model.bin")
+        if weights == "truncated":
+            data = (self.model / "model.safetensors").read_bytes()
+            (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+        if weights == "garbage":
+            (folder / "model.safetensors").write_text("not weights at all\n" * 10)
         if config:
             data = json.loads((folder / "config.json").read_text())
             (folder / "config.json").write_text(json.dumps({**data, **config}))
@@ -107,6 +124,10 @@ class Bad:
 
 
 TEXTS = "text,label\ngood film,positive\nbad film,negative\n"
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+BOMB_IN_A_VALUE = ("model:\n  name_or_path: &a [x, x, x, x, x, x]\n  max_length: &b [*a, *a, *a, *a, *a, *a]\n"
+                   "  revision: &c [*b, *b, *b, *b, *b, *b]\n  init_from: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n")
 STS = "sentence1,sentence2,score\na good film,a great film,4.5\nbad,a fine plot,1.0\nthe film,the movie,5.0\n"
 LATIN1 = "text,label\ncafé bon,positive\nbad,negative\n".encode("latin-1")
 CUSTOM_CODE = {"architectures": ["CustomModel"], "model_type": "custombert",
@@ -171,7 +192,7 @@ CASES = [
         "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
     Bad("override-syntax", lambda w: w.train("optim.learning_rate"),
         "override 'optim.learning_rate' must look like section.key=value"),
-    Bad("wrong-type", lambda w: w.train(train={"epochs": "three"}), "train.epochs must be a number, got 'three'"),
+    Bad("wrong-type", lambda w: w.train(train={"epochs": "three"}), "train.epochs must be a finite number, got 'three'"),
     Bad("wrong-type-bool", lambda w: w.train(train={"group_by_length": "sometimes"}),
         "train.group_by_length must be true/false, got 'sometimes'"),
     Bad("pad-multiple-zero", lambda w: w.train(train={"pad_to_multiple_of": 0}),
@@ -246,6 +267,77 @@ CASES = [
         "this run to another directory"),
     Bad("output-in-use-overwrite", lambda w: w.hold_lock(4243).train("--overwrite"),
         "train.output_dir {root}/out is in use by another hf-adapt run (PID 4243)"),
+    # --- recipe values that crashed (issue 17): each a one-line refusal now
+    Bad("seed-too-large", lambda w: w.train("train.seed=4294967296"),
+        "train.seed must be in 0..4294967295 (numpy's range), got 4294967296"),
+    Bad("seed-negative", lambda w: w.train(train={"seed": -1}), "train.seed must be in 0..4294967295"),
+    Bad("epochs-infinite", lambda w: w.train("train.epochs=.inf"), "train.epochs must be a finite number, got inf"),
+    Bad("warmup-infinite", lambda w: w.train(optim={"warmup": float("inf")}),
+        "optim.warmup must be a finite number, got inf"),
+    Bad("scheduler-unknown", lambda w: w.train(optim={"scheduler": "cosine_annealing"}),
+        "optim.scheduler must be one of linear, cosine, cosine_with_restarts, polynomial, constant, "
+        "constant_with_warmup, inverse_sqrt, got 'cosine_annealing'"),
+    Bad("max-length-absurd", lambda w: w.train("model.max_length=1e30"),
+        "model.max_length must be in 1..1,000,000 (tokens), got 1000000000000000019884624838656"),
+    Bad("epochs-absurd", lambda w: w.train("train.epochs=1e9"),
+        "train.epochs must be at most 1,000 (a schedule that long runs for months), got 1e+09"),
+    Bad("max-steps-absurd", lambda w: w.train("train.max_steps=1e12"),
+        "train.max_steps must be at most 100,000,000, got 1,000,000,000,000"),
+    Bad("text-column-is-label-column", lambda w: w.train(data={"text_column": "label"}),
+        "data.text_column and data.label_column are both 'label': the model would read its answer"),
+    Bad("pair-column-is-text-column", lambda w: w.train(data={"text_pair_column": "text"}),
+        "data.text_column and data.text_pair_column are both 'text'"),
+    Bad("validation-fraction-leaves-nothing",
+        lambda w: w.train(data={"validation_file": None, "validation_fraction": 0.99}),
+        "data.validation_fraction 0.99 of 24 training rows leaves 0 to train on; lower it"),
+    Bad("learning-rate-diverges", lambda w: w.train(optim={"learning_rate": 1e30}, train={"epochs": 2}),
+        "the training loss became nan at step 2: the run diverged; lower optim.learning_rate (it is 1e+30)"),
+    # --- the recipe file itself
+    Bad("yaml-duplicate-section",
+        lambda w: ["train", w.file("r.yaml", yaml.safe_dump(tiny_recipe(w.model, w.data, w.output_dir))
+                                   + "train:\n  epochs: 2\n")],
+        "{root}/r.yaml: invalid YAML at line 18, column 1: duplicate key 'train' (first at line 11); YAML would "
+        "keep only the last one: merge the two"),
+    Bad("yaml-duplicate-key", lambda w: ["train", w.file("r.yaml", "optim:\n  warmup: 0\n  warmup: 0.1\n")],
+        "{root}/r.yaml: invalid YAML at line 3, column 3: duplicate key 'warmup' (first at line 2)"),
+    Bad("yaml-billion-laughs", lambda w: ["train", w.file("r.yaml", BILLION_LAUGHS)],
+        "{root}/r.yaml: invalid YAML at line 4, column 16: more than 20 aliases (*name); write the values out"),
+    Bad("yaml-bomb-in-a-value", lambda w: ["train", w.file("r.yaml", BOMB_IN_A_VALUE)],
+        "{root}/r.yaml: invalid YAML at line 5, column 47: more than 20 aliases"),
+    Bad("override-with-aliases", lambda w: w.train("data.text_column=[&a [x, x], *a, *a, *a, *a, *a, *a, *a, *a, "
+                                                  "*a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a]"),
+        "override 'data.text_column=[&a [x, x], *a"),
+    Bad("huge-value-echoed-short", lambda w: w.train(data={"text_column": ["x" * 50] * 20000}),
+        "data.text_column must be a string, got ['xxxxx"),
+    # --- model folders
+    Bad("model-without-tokenizer-files",
+        lambda w: w.train(model={"name_or_path": w.model_folder("notok", tokenizer=False)}),
+        "model.name_or_path {root}/notok: its tokenizer knows 5 tokens and reads 'the movie was good and the plot "
+        "was fine' as unknown tokens only; the folder lacks its tokenizer files"),
+    Bad("predict-model-without-tokenizer-files",
+        lambda w: ["predict", "--model", w.model_folder("notok", tokenizer=False), "--input", str(w.data["test"])],
+        "model {root}/notok: its tokenizer knows 5 tokens"),
+    Bad("weights-truncated", lambda w: w.train(model={"name_or_path": w.model_folder("cut", weights="truncated")}),
+        "{root}/cut/model.safetensors: damaged weights (Error while deserializing header"),
+    Bad("weights-garbage",
+        lambda w: ["predict", "--model", w.model_folder("junk", weights="garbage"), "--input", str(w.data["test"])],
+        "{root}/junk/model.safetensors: damaged weights"),
+    # --- push
+    Bad("push-link-out-of-the-output",
+        lambda w: ["push", w.linked_output("out", "vocab.txt", w.file("secret.txt", "password")), "--repo-id", "me/m",
+                   "--local-root", str(w.root / "hub")],
+        "push: {root}/out/vocab.txt is a link to {root}/secret.txt, outside {root}/out; push publishes only files "
+        "inside the output directory"),
+    Bad("push-revision-dot", lambda w: ["push", str(w.model), "--repo-id", "me/m", "--revision", ".",
+                                        "--local-root", str(w.root / "hub")],
+        "push: --revision '.': no part of a branch name may start with '.'"),
+    Bad("push-revision-refs", lambda w: ["push", str(w.model), "--repo-id", "me/m", "--revision", "a/../b",
+                                         "--local-root", str(w.root / "hub")],
+        "push: --revision 'a/../b': no part of a branch name may start with '.'"),
+    Bad("hub-revision-in-recipe", lambda w: w.train(hub={"push": True, "repo_id": "me/m", "revision": "x.lock"}),
+        "hub.revision 'x.lock': no part of a branch name may start with '.', end with '.lock'"),
+    Bad("eval-label-empty", lambda w: ["eval", "--model", str(w.model), "--data", w.file("e.csv", TEXTS + "meh,\n")],
+        "{root}/e.csv: empty or NaN label in column 'label' at data row 3; fill it in or drop the row"),
     # --- hub settings
     Bad("hub-push-without-repo", lambda w: w.train(hub={"push": True}), "hub.push is true but hub.repo_id is not set"),
     Bad("hub-repo-id-malformed", lambda w: w.train(hub={"push": True, "repo_id": "just-a-name"}),

@@ -217,3 +217,15 @@ def test_predict_on_unreadable_stdin_says_so_in_one_line(trained, stdin):
     assert err.strip().splitlines()[-1] == {
         "binary": "hf-adapt: error: stdin: line 2 is not UTF-8 text; give UTF-8 text, one text per line",
         "closed": "hf-adapt: error: predict: stdin is closed; pipe texts in or give --input FILE"}[stdin]
+
+
+def test_eval_normalises_labels_as_training_does(trained, data, tmp_path, capsys):
+    """Training strips the labels' surrounding spaces; eval reads the same file the same way."""
+    spaced = tmp_path / "spaced.csv"
+    rows = list(csv.reader(data["test"].open(encoding="utf-8")))
+    with spaced.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([rows[0], *[[text, f"  {label} "] for text, label in rows[1:]]])
+    assert main(["eval", "--model", str(trained), "--data", str(spaced)]) == 0
+    spaced_metrics = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--model", str(trained), "--data", str(data["test"])]) == 0
+    assert spaced_metrics == json.loads(capsys.readouterr().out)

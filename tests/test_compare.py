@@ -115,7 +115,7 @@ def test_compare_cli_rejects_a_bad_override_before_training(pretrained, sentimen
     code = main(["compare", str(recipe), "model.max_length=0", "--strategies", "full", "--report",
                  str(tmp_path / "report")])
     assert code == 2
-    assert "model.max_length must be > 0" in capsys.readouterr().err
+    assert "model.max_length must be in 1..1,000,000" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
 
 

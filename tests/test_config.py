@@ -155,8 +155,8 @@ def test_all_type_errors_are_reported_at_once():
     message = error_of({"data": DATA, "optim": {"learning_rate": "fast"},
                         "train": {"epochs": [1], "tensorboard": "sometimes"}, "model": {"max_length": None}})
 
-    assert "optim.learning_rate must be a number, got 'fast'" in message
-    assert "train.epochs must be a number, got [1]" in message
+    assert "optim.learning_rate must be a finite number, got 'fast'" in message
+    assert "train.epochs must be a finite number, got [1]" in message
     assert "train.tensorboard must be true/false, got 'sometimes'" in message
     assert "model.max_length must be an integer, got None" in message
 
@@ -170,7 +170,7 @@ def test_all_range_errors_are_reported_at_once():
                      "optim.warmup must be >= 0", "train.batch_size must be > 0, got 0",
                      "train.eval_strategy must be epoch, steps or no, got 'sometimes'",
                      "train.class_weights must be none or balanced, got 'inverse'",
-                     "model.max_length must be > 0, got 0", "model.dropout must be in [0, 1) or null, got 1.0"):
+                     "model.max_length must be in 1..1,000,000 (tokens), got 0", "model.dropout must be in [0, 1) or null, got 1.0"):
         assert expected in message
     assert message.count(";") == 7  # eight problems, one line
 

@@ -9,9 +9,11 @@ finish in this process, with the same single thread, so their arithmetic is the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from conftest import snapshot_files as snapshot
 from conftest import tiny_recipe, write_sentiment_csvs
 from transformers import TrainerCallback
 
-from hf_adapt import cards, engine
+from hf_adapt import cards, engine, outputs
 from hf_adapt.cli import main
 from hf_adapt.outputs import last_complete_checkpoint
 from hf_adapt.recipes import full
@@ -377,3 +379,106 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_next(
     assert main(["train", str(recipe)]) == 0  # the way out that the message names works
     assert f"[hf_adapt] starting afresh: {tmp_path / '.run.work'} holds no complete checkpoint" in capsys.readouterr().out
     assert (tmp_path / "run" / "model.safetensors").is_file() and hidden_siblings(tmp_path / "run") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# --resume only continues what the checkpoints were made with
+
+
+def stopped_run(tmp_path: Path, model: Path, **train: object) -> tuple[Path, dict[str, Path]]:
+    """A finished tiny run whose output is then removed, leaving its checkpoints: the state a run
+    killed after its last checkpoint leaves. Returns (recipe, data)."""
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(model, data, tmp_path / "run", train={
+        "max_steps": 2, "eval_strategy": "steps", "eval_steps": 1, "keep_checkpoints": True, **train})))
+    assert main(["train", str(recipe)]) == 0
+    shutil.rmtree(tmp_path / "run")
+    return recipe, data
+
+
+def add_neutral_rows(path: Path) -> list[str]:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("the plot was a film,neutral\nit is a story,neutral\n")
+    return []
+
+
+CHANGED = {  # what changed since the checkpoints -> (overrides or an edit, a piece of the message)
+    "learning rate": (lambda t, d, m: ["optim.learning_rate=0.005"], "optim.learning_rate 0.001 → 0.005"),
+    "batch size": (lambda t, d, m: ["train.batch_size=8"], "train.batch_size 16 → 8"),
+    "strategy": (lambda t, d, m: ["adapt.strategy=lora"], "adapt.strategy 'full' → 'lora'"),
+    "model": (lambda t, d, m: [f"model.name_or_path={m['roberta']}"], "model.name_or_path"),
+    "another training file": (lambda t, d, m: [f"data.train_file={d['validation']}"], "data.train_file"),
+    "training file edited": (lambda t, d, m: add_neutral_rows(d["train"]) or [],
+                             "labels [negative, positive] → [negative, neutral, positive]"),
+    "validation rows": (lambda t, d, m: (d["validation"].write_text(d["validation"].read_text() + "bad,negative\n")
+                                         and []), "data.validation_file {data}/validation.csv changed"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGED)
+def test_resume_after_a_change_is_refused_naming_it(tmp_path: Path, tiny_models: dict[str, Path], change: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    recipe, data = stopped_run(tmp_path, tiny_models["bert"])
+    make_change, expected = CHANGED[change]
+    overrides = make_change(tmp_path, data, tiny_models)
+    capsys.readouterr()
+
+    assert main(["train", str(recipe), *overrides, "--resume"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith(f"hf-adapt: error: --resume: the checkpoints in {tmp_path / '.run.work'} were made "
+                              f"with other settings or data: ")
+    assert expected.format(data=tmp_path / "data") in message
+    assert message.endswith("resume with what they were made with, or start again with --overwrite (drops them)")
+    assert not (tmp_path / "run").exists() and last_complete_checkpoint(tmp_path / ".run.work")  # all kept
+
+
+def test_resume_ignores_what_does_not_change_the_training(tmp_path: Path, tiny_bert: Path) -> None:
+    recipe, _ = stopped_run(tmp_path, tiny_bert)
+    assert main(["train", str(recipe), "train.logging_steps=1", "hub.private=true", "--resume"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing fails: a full disk, a folder the run may not write to
+
+
+def test_a_full_disk_while_saving_says_which_path_and_leaves_nothing(tmp_path: Path, tiny_bert: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, data, tmp_path / "run")))
+    full = tmp_path / ".run.tmp-1" / "model.safetensors"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(full))
+
+    monkeypatch.setattr(outputs, "save_model_files", no_space)
+    assert main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"hf-adapt: error: cannot write {full}: No space left on device; nothing was published and "
+        f"{tmp_path / 'run'} is as it was: free some space or choose another train.output_dir")
+    assert not (tmp_path / "run").exists() and hidden_siblings(tmp_path / "run") == []
+
+
+def test_an_output_folder_the_run_may_not_write_is_named(tmp_path: Path, tiny_bert: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_bert, data, tmp_path / "locked" / "run")))
+    (tmp_path / "locked").mkdir()
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # as a read-only parent folder would (root ignores chmod)
+        if str(path).startswith(str(tmp_path / "locked")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"hf-adapt: error: cannot write beside train.output_dir {tmp_path / 'locked' / 'run'}: "
+        f"{tmp_path / 'locked' / '.run.lock'}: Permission denied; choose a writable location")
+    assert list((tmp_path / "locked").iterdir()) == []
