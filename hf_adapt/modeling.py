@@ -8,6 +8,7 @@ is supported by teaching this module alone.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,14 +81,17 @@ PROBE_SENTENCE = "the movie was good and the plot was fine"
 def check_tokenizer(tokenizer: Any, where: str) -> None:
     """Refuse a tokenizer that cannot read text: transformers builds one from a model folder without
     tokenizer files, whose vocabulary is its special tokens alone, so every word becomes [UNK] and a
-    model trains and predicts "successfully" on nothing."""
+    model trains and predicts "successfully" on nothing. A real vocabulary that reads a plain English
+    sentence as unknown tokens only is allowed (another language, a test vocabulary), with a warning."""
     ids = tokenizer(PROBE_SENTENCE, add_special_tokens=False)["input_ids"]
-    only_special = len(tokenizer) <= len(set(tokenizer.all_special_ids))
     all_unknown = tokenizer.unk_token_id is not None and bool(ids) and all(i == tokenizer.unk_token_id for i in ids)
-    if only_special or all_unknown:
-        raise HfAdaptError(f"{where}: its tokenizer knows {len(tokenizer)} tokens and reads '{PROBE_SENTENCE}' as "
-                           f"unknown tokens only; the folder lacks its tokenizer files (tokenizer.json or vocab.txt "
-                           f"and tokenizer_config.json): copy them from the base model")
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise HfAdaptError(f"{where}: its tokenizer knows only its {len(tokenizer)} special tokens and reads "
+                           f"'{PROBE_SENTENCE}' as unknown tokens only; the folder lacks its tokenizer files "
+                           f"(tokenizer.json or vocab.txt, and tokenizer_config.json): copy them from the base model")
+    if all_unknown:
+        print(f"[hf_adapt] warning: {where}: its tokenizer reads '{PROBE_SENTENCE}' as unknown tokens only; fine "
+              f"for a vocabulary of another language, otherwise check its tokenizer files", file=sys.stderr)
 
 
 def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:

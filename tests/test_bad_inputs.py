@@ -312,11 +312,11 @@ CASES = [
     # --- model folders
     Bad("model-without-tokenizer-files",
         lambda w: w.train(model={"name_or_path": w.model_folder("notok", tokenizer=False)}),
-        "model.name_or_path {root}/notok: its tokenizer knows 5 tokens and reads 'the movie was good and the plot "
-        "was fine' as unknown tokens only; the folder lacks its tokenizer files"),
+        "model.name_or_path {root}/notok: its tokenizer knows only its 5 special tokens and reads 'the movie was good "
+        "and the plot was fine' as unknown tokens only; the folder lacks its tokenizer files"),
     Bad("predict-model-without-tokenizer-files",
         lambda w: ["predict", "--model", w.model_folder("notok", tokenizer=False), "--input", str(w.data["test"])],
-        "model {root}/notok: its tokenizer knows 5 tokens"),
+        "model {root}/notok: its tokenizer knows only its 5 special tokens"),
     Bad("weights-truncated", lambda w: w.train(model={"name_or_path": w.model_folder("cut", weights="truncated")}),
         "{root}/cut/model.safetensors: damaged weights (Error while deserializing header"),
     Bad("weights-garbage",
@@ -393,6 +393,7 @@ def test_every_case_is_unique_and_names_the_place() -> None:
     assert vague == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input(case: Bad, workspace: Workspace, capsys: pytest.CaptureFixture) -> None:
     argv = case.argv(workspace)
@@ -413,6 +414,7 @@ def test_bad_input(case: Bad, workspace: Workspace, capsys: pytest.CaptureFixtur
     print(f"{case.id}: {errors[0]}")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case_id", ["unknown-key", "lora-target-absent"])  # found at load time / after model load
 def test_console_script_prints_one_line_and_exits_2(case_id: str, workspace: Workspace) -> None:
     case = next(c for c in CASES if c.id == case_id)
@@ -427,6 +429,7 @@ def test_console_script_prints_one_line_and_exits_2(case_id: str, workspace: Wor
     assert snapshot(workspace.root) == before
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback(workspace: Workspace) -> None:
     argv = next(c for c in CASES if c.id == "train-file-missing").argv(workspace)
     done = subprocess.run([str(HF_ADAPT), *argv, "--debug"], capture_output=True, text=True, timeout=120)

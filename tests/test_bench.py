@@ -89,6 +89,7 @@ def test_targets_are_judged_from_the_numbers():
     assert "90 of 400 GFLOP/s, the bf16 peak" in judged["full fine-tuning >= 60% of the matmul peak on real tokens"]["detail"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", ["trainer_pad128", "trainer_dynamic_bf16", "trainer_lora", "hf_adapt_full", "hf_adapt_partial",
                                      "hf_adapt_frozen", "hf_adapt_lora"])
 def test_every_variant_runs(tiny_bench, tmp_path, variant):
@@ -136,6 +137,7 @@ def test_predict_comparison(tiny_bench, tmp_path):
     assert result["hf_adapt_texts_per_s"] > 0 and result["pipeline_texts_per_s"] > 0
 
 
+@pytest.mark.integration
 def test_benchmark_end_to_end_in_subprocesses(tiny_bench, tmp_path, capsys):
     out = tmp_path / "bench"
     model, data = tiny_bench

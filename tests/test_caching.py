@@ -139,6 +139,7 @@ def test_state_store_memory_maps_to_a_file_and_removes_it(tmp_path):
 # Training with the cache
 
 
+@pytest.mark.integration
 def test_cached_training_equals_uncached_training(no_dropout_bert, sentiment_csvs, tmp_path):
     cached = run_recipe(config_from_dict(partial(no_dropout_bert, sentiment_csvs, tmp_path / "cached")))
     plain = run_recipe(config_from_dict(partial(no_dropout_bert, sentiment_csvs, tmp_path / "plain",
@@ -163,6 +164,7 @@ def test_cached_training_equals_uncached_training(no_dropout_bert, sentiment_csv
     assert reloaded["accuracy"] == pytest.approx(cached.metrics["test"]["accuracy"])
 
 
+@pytest.mark.integration
 def test_large_cache_goes_to_disk_with_the_same_result(no_dropout_bert, sentiment_csvs, tmp_path, monkeypatch):
     monkeypatch.setattr(caching, "MEMORY_LIMIT_BYTES", 0)
     on_disk = run_recipe(config_from_dict(partial(no_dropout_bert, sentiment_csvs, tmp_path / "disk",
@@ -176,6 +178,7 @@ def test_large_cache_goes_to_disk_with_the_same_result(no_dropout_bert, sentimen
         assert torch.equal(value, saved_weights(tmp_path / "mem")[name]), name
 
 
+@pytest.mark.integration
 def test_trainable_embeddings_are_not_cached(tiny_bert, sentiment_csvs, tmp_path, capsys):
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out",
                          adapt={"strategy": "partial", "freeze_layers": 1})
@@ -184,6 +187,7 @@ def test_trainable_embeddings_are_not_cached(tiny_bert, sentiment_csvs, tmp_path
     assert "frozen-prefix cache off: the embeddings train" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_frozen_encoder_trains_the_head_on_cached_features(tiny_bert, sentiment_csvs, tmp_path):
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt={"strategy": "partial",
                          "freeze_encoder": True}, optim={"learning_rate": 1e-2, "warmup": 0.0},
@@ -209,6 +213,7 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tiny_bert, sentiment_
     assert reloaded["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
 
 
+@pytest.mark.integration
 def test_frozen_encoder_falls_back_where_features_cannot_be_cut(tiny_models, sentiment_csvs, tmp_path, capsys):
     recipe = tiny_recipe(tiny_models["deberta-v2"], sentiment_csvs, tmp_path / "out",
                          adapt={"strategy": "partial", "freeze_encoder": True})

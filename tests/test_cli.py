@@ -55,6 +55,7 @@ def last_json(stdout: str) -> dict:
 # train
 
 
+@pytest.mark.integration
 def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_path, capsys):
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
     output = tmp_path / "out"
@@ -85,6 +86,7 @@ def test_a_bad_recipe_exits_2_with_one_line(tiny_bert, data, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_output_dir_is_refused_when_not_empty_and_replaced_with_overwrite(tiny_bert, data, tmp_path, capsys):
     output = tmp_path / "out"
     output.mkdir()
@@ -116,6 +118,7 @@ def test_resume_without_a_checkpoint_says_so(tiny_bert, data, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_train_script_takes_the_same_arguments_and_exit_codes(tiny_bert, data, tmp_path, capsys):
     script = runpy.run_path(str(REPO / "scripts" / "train.py"), run_name="train_script")
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "out"))
@@ -131,6 +134,7 @@ def test_train_script_takes_the_same_arguments_and_exit_codes(tiny_bert, data, t
 # eval and predict
 
 
+@pytest.mark.integration
 def test_eval_prints_and_writes_the_metrics_of_a_labelled_file(trained, data, tmp_path, capsys):
     out = tmp_path / "eval.json"
 
@@ -196,6 +200,7 @@ def test_predict_and_eval_run_on_the_device_asked_for(trained, data, monkeypatch
         assert "torch sees no CUDA GPU here; use --device cpu (or auto)" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_console_script_predicts_from_stdin(trained):
     completed = subprocess.run([str(HF_ADAPT), "predict", "--model", str(trained)], input="\n".join(TEXTS) + "\n",
                                capture_output=True, text=True, timeout=300, check=False)
@@ -205,6 +210,7 @@ def test_console_script_predicts_from_stdin(trained):
     assert [r["label"] for r in rows] == expected_labels(trained, TEXTS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("stdin", ["binary", "closed"])
 def test_predict_on_unreadable_stdin_says_so_in_one_line(trained, stdin):
     if stdin == "binary":

@@ -69,6 +69,7 @@ def test_bad_variant_specs_are_named(pretrained, sentiment_csvs, tmp_path):
         build_variants(recipe, [], [f"ctl={tmp_path / 'missing.yaml'}"], tmp_path / "report")
 
 
+@pytest.mark.integration
 def test_compare_writes_one_row_per_variant_with_memory_and_retention(pretrained, sentiment_csvs, tmp_path):
     recipe = write_recipe(tmp_path / "full.yaml", pretrained, sentiment_csvs, train={"eval_strategy": "no"})
     lora = write_recipe(tmp_path / "lora.yaml", pretrained, sentiment_csvs, adapt={"strategy": "lora"},
@@ -95,6 +96,7 @@ def test_compare_writes_one_row_per_variant_with_memory_and_retention(pretrained
     assert data["variants"]["adapter"]["params"]["trainable"] < data["variants"]["full"]["params"]["trainable"]
 
 
+@pytest.mark.integration
 def test_scratch_variant_starts_from_random_weights(pretrained, sentiment_csvs, tmp_path):
     from hf_adapt.recipes import full
 

@@ -146,6 +146,7 @@ def encoder_distance(output_dir: Path, start_dir: Path) -> float:
     return sum((a - b).pow(2).sum().item() for a, b in pairs)
 
 
+@pytest.mark.integration
 def test_l2sp_pulls_the_encoder_back_towards_its_pretrained_weights(tiny_bert, sentiment_csvs, tmp_path):
     fast = {"learning_rate": 1e-2, "weight_decay": 0.0}
     plain = run(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "plain", optim=fast))
@@ -162,6 +163,7 @@ def test_l2sp_pulls_the_encoder_back_towards_its_pretrained_weights(tiny_bert, s
 UNFREEZE_AT = {"layer1": 2, "layer0": 4, "embeddings": 6}  # every 2 steps, top layer first
 
 
+@pytest.mark.integration
 def test_gradual_unfreezing_trains_each_layer_only_after_it_unfreezes(tiny_bert, sentiment_csvs, tmp_path):
     recorder = RecordUnits()
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt={"gradual_unfreeze": 2},
@@ -182,6 +184,7 @@ def test_gradual_unfreezing_trains_each_layer_only_after_it_unfreezes(tiny_bert,
     assert layer1_lrs and all(lr == pytest.approx(1e-3 * 0.5) for lr in layer1_lrs)
 
 
+@pytest.mark.integration
 def test_gradual_unfreezing_by_epochs(tiny_bert, sentiment_csvs, tmp_path):
     recorder = RecordUnits()  # 96 rows / batch 16 = 6 steps per epoch
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt={"gradual_unfreeze": 1,
@@ -193,6 +196,7 @@ def test_gradual_unfreezing_by_epochs(tiny_bert, sentiment_csvs, tmp_path):
     assert same(steps[12]["layer0"], steps[0]["layer0"])  # the second unit waits for epoch 3
 
 
+@pytest.mark.integration
 def test_gradual_unfreezing_never_unfreezes_what_partial_froze(tiny_bert, sentiment_csvs, tmp_path):
     recorder = RecordUnits()
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out",
@@ -204,6 +208,7 @@ def test_gradual_unfreezing_never_unfreezes_what_partial_froze(tiny_bert, sentim
     assert same(steps[5]["layer0"], steps[0]["layer0"]) and same(steps[5]["embeddings"], steps[0]["embeddings"])
 
 
+@pytest.mark.integration
 def test_gradual_unfreezing_under_lora_unfreezes_lora_matrices_only(tiny_bert, sentiment_csvs, tmp_path):
     seen: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -339,6 +344,7 @@ def write_sts_csv(path: Path, rows: int = 40, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_a_recipe_probe_is_measured_at_the_end_of_the_run(tiny_bert, sentiment_csvs, tmp_path):
     probe = write_sts_csv(tmp_path / "sts.csv")
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", forgetting={"probe": str(probe), "max_rows": 30})

@@ -136,6 +136,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Pa
     return {"tmp": tmp, "data": data, "records": records, "stdout": done.stdout}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_two_processes_write_once_and_agree(launched: dict, strategy: str) -> None:
     output_dir = launched["tmp"] / "out" / strategy

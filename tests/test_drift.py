@@ -69,6 +69,7 @@ def relabel(paths: dict[str, Path], mapping: dict[str, str], directory: Path) ->
     return out
 
 
+@pytest.mark.integration
 def test_same_labels_continue_from_every_weight_of_the_earlier_run(run_a, tiny_bert, tmp_path):
     new_data = write_sentiment_csvs(tmp_path / "new", seed=1)
     start = StartingPoint()
@@ -83,6 +84,7 @@ def test_same_labels_continue_from_every_weight_of_the_earlier_run(run_a, tiny_b
     assert json.loads((Path(result.output_dir) / "metrics.json").read_text())["base_model"] == str(tiny_bert)
 
 
+@pytest.mark.integration
 def test_a_new_label_resizes_the_head_and_keeps_the_encoder(run_a, tiny_bert, tmp_path, capsys):
     new_data = write_sentiment_csvs(tmp_path / "new", seed=1, three_classes=True)
     start = StartingPoint()
@@ -100,6 +102,7 @@ def test_a_new_label_resizes_the_head_and_keeps_the_encoder(run_a, tiny_bert, tm
     assert model_b.classifier.out_features == 3
 
 
+@pytest.mark.integration
 def test_renamed_labels_of_the_same_count_get_a_fresh_output_layer(run_a, tiny_bert, old_data, tmp_path, capsys):
     renamed = relabel(old_data, {"negative": "bad", "positive": "good"}, tmp_path / "renamed")
     start = StartingPoint()
@@ -113,6 +116,7 @@ def test_renamed_labels_of_the_same_count_get_a_fresh_output_layer(run_a, tiny_b
                        saved_a["bert.encoder.layer.1.output.dense.weight"])
 
 
+@pytest.mark.integration
 def test_continuing_from_a_lora_adapter_run_starts_from_its_merged_weights(tiny_bert, sentiment_csvs, tmp_path):
     adapter_run = run_recipe(config_from_dict(tiny_recipe(
         tiny_bert, sentiment_csvs, tmp_path / "run_a", adapt={"strategy": "lora", "merge_lora": False},
@@ -125,6 +129,7 @@ def test_continuing_from_a_lora_adapter_run_starts_from_its_merged_weights(tiny_
     assert torch.allclose(start.logits, logits(model_a, tokenizer_a), atol=1e-5)
 
 
+@pytest.mark.integration
 def test_old_data_retention_is_reported_beside_new_data_accuracy(run_a, tiny_bert, old_data, tmp_path):
     new_data = write_sentiment_csvs(tmp_path / "new", seed=1)
     recipe = tiny_recipe(tiny_bert, new_data, tmp_path / "run_b", model={"init_from": str(run_a)},

@@ -113,6 +113,7 @@ def interrupt_after_first_checkpoint(setup: dict, name: str,
     return recipe, output_dir, work_dir, process, first
 
 
+@pytest.mark.integration
 def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pytest.CaptureFixture) -> None:
     tmp = setup["tmp"]
     recipe, output_dir, _, process, first = interrupt_after_first_checkpoint(setup, "killed", signal.SIGKILL)
@@ -135,6 +136,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pyte
     assert weights["last_step"] == 36
 
 
+@pytest.mark.integration
 def test_ctrl_c_saves_checkpoint_exits_130_and_resumes(setup: dict) -> None:
     recipe, output_dir, work_dir, process, first = interrupt_after_first_checkpoint(setup, "interrupted",
                                                                                    signal.SIGINT)
@@ -165,6 +167,7 @@ class SignalAtStep(TrainerCallback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("step", [5, 12], ids=["mid-epoch", "last-step-of-epoch"])
 def test_ctrl_c_at_any_step_resumes_to_the_uninterrupted_result(tmp_path: Path, tiny_bert: Path, step: int,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,6 +212,7 @@ def test_resume_skips_a_checkpoint_left_half_written(tmp_path: Path) -> None:
     assert last_complete_checkpoint(tmp_path / ".missing.work") is None
 
 
+@pytest.mark.integration
 def test_failed_final_save_leaves_previous_output_untouched(tmp_path: Path, tiny_bert: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     data = write_sentiment_csvs(tmp_path / "data", rows=24)
@@ -241,6 +245,7 @@ def test_failed_final_save_leaves_previous_output_untouched(tmp_path: Path, tiny
 # what a killed save left behind.
 
 
+@pytest.mark.integration
 def test_a_second_run_into_a_busy_output_is_refused(setup: dict, capsys: pytest.CaptureFixture) -> None:
     tmp = setup["tmp"]
     recipe = write_recipe(tmp, setup["model"], setup["data"], "busy")
@@ -272,6 +277,7 @@ def hidden_siblings(output_dir: Path) -> list[str]:
     return sorted(p.name for p in output_dir.parent.iterdir() if p.name.startswith(f".{output_dir.name}."))
 
 
+@pytest.mark.integration
 def test_sigterm_during_the_final_save_leaves_the_old_output_and_no_temporaries(
         tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     recipe, output_dir = trained_output(tmp_path, tiny_bert)
@@ -298,6 +304,7 @@ def test_sigterm_during_the_final_save_leaves_the_old_output_and_no_temporaries(
     assert hidden_siblings(output_dir) == []
 
 
+@pytest.mark.integration
 def test_a_signal_cannot_split_the_swap_of_old_and_new_output(tmp_path: Path, tiny_bert: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture) -> None:
@@ -321,6 +328,7 @@ def test_a_signal_cannot_split_the_swap_of_old_and_new_output(tmp_path: Path, ti
     assert hidden_siblings(output_dir) == [".run.work"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("killed", ["between-renames", "before-any-rename", "before-removing-old"])
 def test_a_save_killed_midway_is_finished_or_rolled_back_on_the_next_start(
         tmp_path: Path, tiny_bert: Path, killed: str, capsys: pytest.CaptureFixture) -> None:
@@ -355,6 +363,7 @@ def test_a_save_killed_midway_is_finished_or_rolled_back_on_the_next_start(
     assert hidden_siblings(output_dir) == []
 
 
+@pytest.mark.integration
 def test_a_rolled_back_swap_restores_the_old_output(tmp_path: Path, tiny_bert: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     recipe, output_dir = trained_output(tmp_path, tiny_bert)
@@ -366,6 +375,7 @@ def test_a_rolled_back_swap_restores_the_old_output(tmp_path: Path, tiny_bert: P
     assert snapshot(output_dir) == old and hidden_siblings(output_dir) == []
 
 
+@pytest.mark.integration
 def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_next(
         tmp_path: Path, tiny_bert: Path, capsys: pytest.CaptureFixture) -> None:
     data = write_sentiment_csvs(tmp_path / "data", rows=24)
@@ -416,6 +426,7 @@ CHANGED = {  # what changed since the checkpoints -> (overrides or an edit, a pi
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("change", CHANGED)
 def test_resume_after_a_change_is_refused_naming_it(tmp_path: Path, tiny_models: dict[str, Path], change: str,
                                                     capsys: pytest.CaptureFixture) -> None:
@@ -433,6 +444,7 @@ def test_resume_after_a_change_is_refused_naming_it(tmp_path: Path, tiny_models:
     assert not (tmp_path / "run").exists() and last_complete_checkpoint(tmp_path / ".run.work")  # all kept
 
 
+@pytest.mark.integration
 def test_resume_ignores_what_does_not_change_the_training(tmp_path: Path, tiny_bert: Path) -> None:
     recipe, _ = stopped_run(tmp_path, tiny_bert)
     assert main(["train", str(recipe), "train.logging_steps=1", "hub.private=true", "--resume"]) == 0
@@ -443,6 +455,7 @@ def test_resume_ignores_what_does_not_change_the_training(tmp_path: Path, tiny_b
 # Writing fails: a full disk, a folder the run may not write to
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_saving_says_which_path_and_leaves_nothing(tmp_path: Path, tiny_bert: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:

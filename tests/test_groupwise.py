@@ -89,6 +89,7 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.integration
 def test_groupwise_trains_one_model_per_group_and_reports_every_group(tiny_bert, grouped_csvs, tmp_path):
     report = tmp_path / "report"
     # A vanishing stage-2 learning rate leaves each stage-2 model where it started: that shows where.
@@ -132,6 +133,7 @@ def test_groupwise_trains_one_model_per_group_and_reports_every_group(tiny_bert,
     assert (report / "report.md").is_file()
 
 
+@pytest.mark.integration
 def test_groupwise_lora_trains_one_adapter_per_group_over_the_global_model(tiny_bert, grouped_csvs, tmp_path):
     report = tmp_path / "report"
     recipe = grouped_recipe(tiny_bert, grouped_csvs, tmp_path, "lora", stage2_epochs=1, groups=["alpha"])

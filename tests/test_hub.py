@@ -245,6 +245,7 @@ OFFLINE_LOAD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_local_hub_loads_offline_in_a_fresh_process(full_run, lora_run, tmp_path):
     (out, expected), (lora_out, base_dir, lora_expected) = full_run, lora_run
     root = tmp_path / "local_hub"
@@ -392,6 +393,7 @@ def test_cli_push_prints_where_it_went(full_run, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith(f"pushed {len(MODEL_FILES)} files of org/tiny to {tmp_path}")
 
 
+@pytest.mark.integration
 def test_recipe_with_hub_push_trains_then_pushes_a_card_naming_the_repo(tiny_bert, sentiment_csvs, tmp_path):
     """`hub.push: true` pushes at the end of training; the pushed card names the repo and its
     model-index equals the run's metrics.json."""

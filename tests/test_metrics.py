@@ -90,6 +90,7 @@ def test_load_metric_unknown_name_lists_valid_names():
         assert name in str(excinfo.value)
 
 
+@pytest.mark.integration
 def test_load_metric_offline_reads_package_modules(tmp_path):
     """Load every metric in a fresh process: offline env vars, an empty HF cache, sockets
     that raise. A Hub lookup would fail there, and the copy evaluate imports must record

@@ -163,6 +163,7 @@ class RecordLearningRates(TrainerCallback):
         self.steps.append([(g["depth"], g["lr"]) for g in optimizer.param_groups])
 
 
+@pytest.mark.integration
 def test_scheduler_keeps_the_layer_ratios_while_training(tiny_bert, sentiment_csvs, tmp_path):
     record = RecordLearningRates()
     config = config_from_dict(tiny_recipe(

@@ -58,6 +58,7 @@ def test_saved_model_reloads_with_the_layer(tiny_models, family, tmp_path):
         torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("pooling, layers", [("auto", 3), ("cls", 2)])
 def test_frozen_encoder_trains_the_head_on_mean_pooled_features(tiny_bert, sentiment_csvs, tmp_path, pooling, layers):
     config = config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", train={"epochs": 2},

@@ -38,6 +38,7 @@ def test_native_bf16_is_false_without_gpu_or_amx(monkeypatch):
     assert hardware.native_bf16() is False
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy", ["full", "partial"])
 def test_auto_bf16_trains_on_cpu_and_saves_fp32(monkeypatch, tiny_bert, sentiment_csvs, tmp_path, strategy):
     """Where `auto` means bf16 (here forced: CPU bf16 autocast runs on any x86 CPU, emulated
@@ -59,6 +60,7 @@ def test_auto_bf16_trains_on_cpu_and_saves_fp32(monkeypatch, tiny_bert, sentimen
     assert reloaded["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"], abs=1 / 24 + 1e-9)
 
 
+@pytest.mark.integration
 def test_auto_without_native_bf16_trains_in_fp32(monkeypatch, tiny_bert, sentiment_csvs, tmp_path):
     monkeypatch.setattr(hardware, "native_bf16", lambda: False)
     config = config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out",

@@ -65,7 +65,6 @@ def part_of(name: str, base_prefix: str) -> str:
     return "embeddings" if name.startswith(base_prefix + ".") and ".pooler." not in name else "head"
 
 
-@torch.no_grad()
 def train(recipe: dict) -> tuple:
     """Run a recipe dict through the shared engine, capturing the trained model."""
     capture = CaptureModel()
@@ -81,6 +80,7 @@ def small_csvs(tmp_path_factory) -> dict[str, Path]:
 # Every recipe x every family
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("recipe", RECIPE_ADAPT)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tmp_path, family, recipe):
@@ -114,6 +114,7 @@ def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tm
             assert moved == (part_of(name, base_prefix) not in FROZEN[recipe]), name
 
 
+@pytest.mark.integration
 def test_saved_model_works_in_a_transformers_pipeline(tiny_bert, small_csvs, tmp_path):
     output = tmp_path / "out"
     _, capture = train(tiny_recipe(tiny_bert, small_csvs, output))
@@ -127,6 +128,7 @@ def test_saved_model_works_in_a_transformers_pipeline(tiny_bert, small_csvs, tmp
         assert prediction["score"] == pytest.approx(float(row.max()), abs=1e-5)
 
 
+@pytest.mark.integration
 def test_lora_without_merging_saves_the_adapter_alone(tiny_models, small_csvs, tmp_path):
     output = tmp_path / "out"
     _, capture = train(tiny_recipe(tiny_models["roberta"], small_csvs, output,
@@ -143,6 +145,7 @@ def test_lora_without_merging_saves_the_adapter_alone(tiny_models, small_csvs, t
 # Training options
 
 
+@pytest.mark.integration
 def test_identical_seeded_runs_give_identical_results(tiny_bert, small_csvs, tmp_path):
     results = [train(tiny_recipe(tiny_bert, small_csvs, tmp_path / name))[0] for name in ("a", "b")]
 
@@ -153,6 +156,7 @@ def test_identical_seeded_runs_give_identical_results(tiny_bert, small_csvs, tmp
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.integration
 def test_early_stopping_ends_training_when_the_metric_stalls(tiny_bert, small_csvs, tmp_path):
     # An LR far too small to change any prediction: accuracy never improves after the first evaluation.
     result, capture = train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out",
@@ -212,6 +216,7 @@ def test_batches_are_padded_to_the_configured_multiple(tiny_bert, small_csvs, tm
                 assert width % multiple == 0 and longest <= width < longest + multiple
 
 
+@pytest.mark.integration
 def test_step_evaluation_and_kept_checkpoints(tiny_bert, small_csvs, tmp_path):
     output = tmp_path / "out"
     result, capture = train(tiny_recipe(tiny_bert, small_csvs, output,
@@ -226,6 +231,7 @@ def test_step_evaluation_and_kept_checkpoints(tiny_bert, small_csvs, tmp_path):
     assert (output / "model.safetensors").is_file()
 
 
+@pytest.mark.integration
 def test_tensorboard_is_opt_in_and_writes_event_files_into_the_output(tiny_bert, small_csvs, tmp_path):
     train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "tb", train={"tensorboard": True}))
     train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "plain"))
@@ -250,6 +256,7 @@ class CaptureTraining(TrainerCallback):
         self.dropout = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("dropout", [0.0, 0.3, None])
 def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_checkpoints(
         tiny_bert, small_csvs, tmp_path, dropout):

@@ -137,6 +137,7 @@ def test_trust_remote_code_is_off_by_default() -> None:
 # Tokens: never printed, logged or written
 
 
+@pytest.mark.integration
 def test_token_never_reaches_files_or_console(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch,
                                                capfd: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
@@ -224,6 +225,7 @@ def test_predict_writes_each_chunk_as_it_goes(tiny_bert: Path, tmp_path: Path) -
     assert previous.read_text() == "kept\n" and [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
 
 
+@pytest.mark.integration
 def test_predict_on_one_50_mb_line_stays_under_1_gb(tmp_path: Path, tiny_bert: Path) -> None:
     source = tmp_path / "big.txt"
     with source.open("w", encoding="utf-8") as handle:

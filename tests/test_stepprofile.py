@@ -46,6 +46,7 @@ def test_batches_are_grouped_by_length_and_padded(tiny_bert, sentiment_csvs):
         assert batch["input_ids"].shape[1] % 8 == 0 and batch["labels"].shape == (8,)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("recipe", ["minilm_sst2_full.yaml", "minilm_sst2_lora.yaml"])
 def test_script_profiles_a_recipe_step(monkeypatch, tiny_bert, sentiment_csvs, tmp_path, capsys, recipe):
     out = tmp_path / "step.json"
