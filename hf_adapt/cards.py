@@ -74,6 +74,19 @@ class CardData:
             return recipe_data["dataset"]
         return Path(recipe_data["train_file"]).resolve().parent.name
 
+    @property
+    def data_description(self) -> str:
+        """The data the run read, as the card's text names it: the Hub dataset, or the files (with
+        their folder), e.g. `train.csv` (validation `validation.csv`) in `mydata/`."""
+        recipe_data = self.recipe["data"]
+        if recipe_data.get("dataset"):
+            return f"`{recipe_data['dataset']}`"
+        train = Path(recipe_data["train_file"])
+        others = [f"{split} `{Path(recipe_data[key]).name}`" for split, key in
+                  (("validation", "validation_file"), ("test", "test_file")) if recipe_data.get(key)]
+        return (f"`{train.name}`" + (f" ({', '.join(others)})" if others else "")
+                + f" in `{train.resolve().parent.name}/`")
+
     def to_model_card_data(self) -> ModelCardData:
         results = [
             EvalResult(task_type="text-classification", task_name="Text Classification",

@@ -65,12 +65,11 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="Evaluate a trained model on a labelled file.")
     parser.add_argument("--model", required=True, help="hf_adapt output directory (or local hub ORG/NAME).")
     parser.add_argument("--data", required=True, help="Labelled CSV/JSON(L)/Parquet file.")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
+    add_column_arguments(parser, label=True)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--json", metavar="OUT", help="Also write the metrics to this JSON file.")
-    add_device_argument(parser)
+    add_model_arguments(parser)
     parser.set_defaults(func=run_eval)
 
 
@@ -80,9 +79,9 @@ def run_eval(args: argparse.Namespace) -> int:
     check_positive(args, "batch_size", "max_length")
     if args.json:
         check_output_file(args.json, "--json", args.data)
-    metrics = evaluate_file(resolve_model(args.model), args.data, text_column=args.text_column,
-                            label_column=args.label_column, batch_size=args.batch_size, max_length=args.max_length,
-                            device=resolve_device(args.device))
+    model_dir = resolve_model(args.model, args.local_root)
+    metrics = evaluate_file(model_dir, args.data, **model_columns(model_dir, args), batch_size=args.batch_size,
+                            max_length=args.max_length, device=resolve_device(args.device))
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.json:
@@ -96,14 +95,39 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="hf_adapt output directory (or local hub ORG/NAME).")
     parser.add_argument("--input", default="-", help="CSV/JSON(L)/Parquet (its --text-column), .txt, or - for stdin.")
     parser.add_argument("--output", default="-", help="Output .jsonl or .csv; - (default) prints JSON lines.")
-    parser.add_argument("--text-column", default="text")
+    add_column_arguments(parser, label=False)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256, help="Truncate texts to this many tokens.")
-    add_device_argument(parser)
+    add_model_arguments(parser)
     parser.set_defaults(func=run_predict)
 
 
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
+def add_column_arguments(parser: argparse.ArgumentParser, *, label: bool) -> None:
+    parser.add_argument("--text-column", help="Column of the texts; default the model's own data.text_column "
+                                              "(from its recipe.yaml), else 'text'.")
+    if label:
+        parser.add_argument("--label-column", help="Column of the labels; default the model's own data.label_column, "
+                                                   "else 'label'.")
+
+
+def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str]:
+    """The columns to read: the flags given, else those the model was trained on (its saved
+    recipe.yaml), else `text` and `label`."""
+    import yaml
+
+    saved: dict = {}
+    recipe = Path(model_dir) / "recipe.yaml"
+    if recipe.is_file():
+        saved = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
+    return {"text_column": args.text_column or saved.get("text_column") or "text",
+            "label_column": getattr(args, "label_column", None) or saved.get("label_column") or "label"}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `--model` is looked for and where it runs (eval and predict)."""
+    parser.add_argument("--local-root", metavar="DIR",
+                        help="Local hub folder that `hf-adapt push --local-root DIR` wrote; --model ORG/NAME is looked "
+                             "for there (default: the HF cache, where `hf-adapt push` writes by default).")
     parser.add_argument("--device", default="auto",
                         help="auto (default: the GPU when torch sees one, else the CPU), cpu, cuda, cuda:1, ...")
 
@@ -128,20 +152,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
     check_positive(args, "batch_size", "max_length")
     check_output_file(args.output, "--output", args.input)
-    chunks = open_texts(args.input, args.text_column)
-    model, tokenizer = load_trained(resolve_model(args.model), device=resolve_device(args.device))
+    model_dir = resolve_model(args.model, args.local_root)
+    chunks = open_texts(args.input, model_columns(model_dir, args)["text_column"])
+    model, tokenizer = load_trained(model_dir, device=resolve_device(args.device))
     write_predictions(prediction_rows(model, tokenizer, chunks, batch_size=args.batch_size,
                                       max_length=args.max_length), args.output)
     return 0
 
 
-def resolve_model(reference: str) -> str:
-    """A directory as is; an ORG/NAME pushed to the local hub resolves to its snapshot."""
-    try:
-        from hf_adapt.hub import resolve_model_reference
-    except ImportError:
-        return reference
-    return resolve_model_reference(reference)
+def resolve_model(reference: str, local_root: str | None = None) -> str:
+    """A directory as is; an ORG/NAME pushed to the local hub (`--local-root`, default the HF cache)
+    resolves to its snapshot."""
+    from hf_adapt.hub import resolve_model_reference
+
+    return resolve_model_reference(reference, local_root)
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

@@ -167,10 +167,11 @@ def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) ->
     plus `group` when `data.group_column` is set."""
     keys = {"data.text_column": config.text_column, "data.label_column": config.label_column,
             "data.text_pair_column": config.text_pair_column, "data.group_column": config.group_column}
-    for key, column in keys.items():
-        if column is not None and column not in dataset.column_names:
-            raise HfAdaptError(f"{source}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
-                               f"set {key}{_separator_hint(dataset.column_names)}")
+    missing = [(key, column) for key, column in keys.items() if column is not None and column not in dataset.column_names]
+    if missing:  # every missing column at once, not one run per mistake
+        names = " and ".join(f"'{column}'" for _, column in missing)
+        raise HfAdaptError(f"{source}: no column{'s' if len(missing) > 1 else ''} {names} (found: {', '.join(dataset.column_names)}); set "
+                           f"{' and '.join(key for key, _ in missing)}{_separator_hint(dataset.column_names)}")
     text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
     for column in text_columns:
         _check_texts(dataset[column], source, column)

@@ -136,8 +136,28 @@ def evaluate_splits(trainer: Trainer, encoded: Any) -> dict[str, dict[str, float
     return results
 
 
+def kept_evaluation(trainer: Trainer) -> dict[str, Any] | None:
+    """Which evaluation's weights the run kept, and why (None: no evaluation during training, the
+    final weights are kept)."""
+    state, name = trainer.state, trainer.args.metric_for_best_model
+    evaluations = [e for e in state.log_history if f"eval_{name}" in e]
+    best = next((e for e in reversed(evaluations) if e["step"] == state.best_global_step), None)
+    if name is None or best is None:
+        return None
+    value = best[f"eval_{name}"]
+    tied = [e for e in evaluations if e[f"eval_{name}"] == value and e is not best]
+    why = (f"best validation {name} ({value:.4f})" if not tied else
+           f"validation {name} {value:.4f} tied with {len(tied)} other evaluation(s); the lowest validation loss "
+           f"({best.get('eval_loss', float('nan')):.4f}), then the latest, wins")
+    return {"step": best["step"], "epoch": round(float(best["epoch"]), 2), "metric": name, "value": value,
+            "loss": best.get("eval_loss"), "why": why}
+
+
 def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
     state = trainer.state
+    kept = kept_evaluation(trainer)
+    if kept is not None:
+        print(f"[hf_adapt] kept the weights of epoch {kept['epoch']:g} (step {kept['step']}): {kept['why']}")
     return {
         "epochs": round(float(state.epoch or 0), 3),
         "pooling": resolve_pooling(trainer.recipe.adapt),  # what the head reads: cls or mean (hf_adapt.pooling)
@@ -146,6 +166,7 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
         "samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 2),
         "best_metric": state.best_metric,
         "best_checkpoint_step": _checkpoint_step(state.best_model_checkpoint),
+        "kept": kept,  # which evaluation's weights were kept, and why
         "epoch_seconds": output.metrics.get("epoch_seconds", []),  # from train_with_cache
         "frozen_cache": output.metrics.get("frozen_cache"),
     }
@@ -173,4 +194,7 @@ def push_result(config: RecipeConfig, output_dir: Path) -> None:
         raise HfAdaptError(f"{err} (the trained model is saved in {output_dir}; retry with "
                            f"`hf-adapt push {output_dir} --repo-id {h.repo_id}`)") from None
     if pushed is not None:
-        print(f"[hf_adapt] pushed {len(pushed.files)} files to {pushed.destination}")
+        from hf_adapt.hub import how_to_load
+
+        print(f"[hf_adapt] pushed {len(pushed.files)} files to {pushed.destination}; "
+              f"{how_to_load(h.repo_id, to=h.to, local_root=h.local_root)}")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hf_adapt.config import revision_problem
 from hf_adapt.errors import HfAdaptError, first_line, shown
+from hf_adapt.modeling import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,12 @@ def resolve_model_reference(ref: str, local_root: str | os.PathLike | None = Non
         snapshot = storage / "snapshots" / ref_file.read_text().strip()
         if any((snapshot / name).is_file() for name in (*FULL_WEIGHTS, ADAPTER_WEIGHTS)):
             return str(snapshot)
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and ref.count("/") == 1 and not Path(resolve_model_path(ref)).is_dir():
+        raise HfAdaptError(f"model {ref}: no such folder, and not in the local hub at {_local_root(local_root)} "
+                           f"(HF_HUB_OFFLINE=1 keeps the Hub out); give the model's folder, or the --local-root that "
+                           f"`hf-adapt push` wrote it to")
     return ref
 
 
@@ -416,10 +423,24 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run `hf-adapt push`; prints one line saying where the files went."""
+    """Run `hf-adapt push`; says where the files went and how to load them from there."""
     result = push(args.output_dir, args.repo_id, to=args.to, what=args.what, private=args.private,
                   revision=args.revision, local_root=args.local_root)
     if result is not None:
         print(f"pushed {len(result.files)} files of {result.repo_id} to {result.destination} "
               f"(commit {result.revision[:12]})")
+        print(how_to_load(result.repo_id, to=args.to, local_root=args.local_root))
     return 0
+
+
+def how_to_load(repo_id: str, *, to: str = "local", local_root: str | os.PathLike | None = None) -> str:
+    """The commands that load a pushed model back (printed after every push)."""
+    if to == "hub":
+        return (f"load it with: hf-adapt predict --model {repo_id}   or, in Python, "
+                f"pipeline('text-classification', model='{repo_id}')")
+    root = Path(_local_root(local_root)).resolve()
+    default = Path(_local_root(None)).resolve()
+    env = "HF_HUB_OFFLINE=1" + ("" if root == default else f" HF_HUB_CACHE={root}")
+    flag = "" if root == default else f" --local-root {root}"
+    return (f"load it with: hf-adapt predict --model {repo_id}{flag}   or, in Python, with {env} set: "
+            f"pipeline('text-classification', model='{repo_id}')")

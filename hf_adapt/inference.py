@@ -123,7 +123,8 @@ CHUNK_ROWS = 4096  # texts read, predicted and written at a time
 
 def open_texts(source: str, text_column: str = "text", *, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[str]]:
     """Chunks of texts from a CSV/JSON(L)/Parquet file (its `text_column`), a .txt file (one text per
-    non-empty line), or '-' (stdin lines). The source is checked now; it is read as the chunks are taken."""
+    line), or '-' (stdin lines). The source is checked now; it is read as the chunks are taken. Blank
+    lines are kept (their prediction is empty), so output rows line up with input lines."""
     if source == "-":
         if sys.stdin is None or sys.stdin.closed:
             raise HfAdaptError("predict: stdin is closed; pipe texts in or give --input FILE")
@@ -147,8 +148,8 @@ def read_texts(source: str, text_column: str = "text") -> list[str]:
 
 
 def _line_chunks(opened: ContextManager[IO], name: str, chunk_rows: int) -> Iterator[list[str]]:
-    """Non-empty lines of a binary (or text) handle, decoded as UTF-8 one by one (a bad byte is named
-    by its line)."""
+    """The lines of a binary (or text) handle, decoded as UTF-8 one by one (a bad byte is named by
+    its line)."""
     with opened as handle:
         chunk: list[str] = []
         try:
@@ -158,8 +159,7 @@ def _line_chunks(opened: ContextManager[IO], name: str, chunk_rows: int) -> Iter
                 except UnicodeDecodeError:
                     raise HfAdaptError(f"{name}: line {number} is not UTF-8 text; give UTF-8 text, one text per "
                                        f"line") from None
-                if line.strip():
-                    chunk.append(line)
+                chunk.append(line)
                 if len(chunk) == chunk_rows:
                     yield chunk
                     chunk = []
@@ -220,7 +220,10 @@ def _write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, *, csv_format: b
 
 
 def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[str]], **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """`{"text", "label", "score"}` for every text of every chunk, predicted a chunk at a time."""
+    """`{"text", "label", "score"}` for every text of every chunk, predicted a chunk at a time; a
+    blank text gets an empty prediction (label and score null), so rows keep their input's order."""
     for texts in chunks:
-        for text, prediction in zip(texts, predict(model, tokenizer, texts, **kwargs)):
-            yield {"text": text, **prediction.to_dict()}
+        filled = [i for i, text in enumerate(texts) if text.strip()]
+        predictions = dict(zip(filled, predict(model, tokenizer, [texts[i] for i in filled], **kwargs)))
+        for i, text in enumerate(texts):
+            yield {"text": text, **(predictions[i].to_dict() if i in predictions else {"label": None, "score": None})}

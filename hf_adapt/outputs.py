@@ -389,6 +389,7 @@ def publishing(paths: RunPaths, *, keep_checkpoints: bool = False) -> Iterator[P
     try:
         with signals_raise():
             yield staging
+            share_like_the_rest(staging)
             publish(paths)
     except SaveInterrupted as err:
         if not staging.exists():  # the signal came as the swap ended: the new output stands
@@ -403,6 +404,16 @@ def publishing(paths: RunPaths, *, keep_checkpoints: bool = False) -> Iterator[P
     if not keep_checkpoints:
         shutil.rmtree(paths.work_dir, ignore_errors=True)
     print(f"[hf_adapt] saved to {paths.output_dir}")
+
+
+def share_like_the_rest(directory: Path) -> None:
+    """Give every file the permissions a new file gets here (0644 under the usual umask): the weights
+    are written through a private temporary file (0600), which others could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
 
 
 def save_run(directory: Path, trainer: Any, config: RecipeConfig, label_map: LabelMap, result: RunResult,

@@ -3,6 +3,7 @@ the `TrainingArguments` a recipe maps to."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -81,6 +82,35 @@ class AdaptTrainer(Trainer):
         for term in self.loss_terms:
             loss = loss + term(model)
         return (loss, outputs) if return_outputs else loss
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        """The best evaluation by `train.metric_for_best`, a tie going to the lower validation loss and
+        then to the later evaluation. (Trainer keeps the earliest of equal scores: on a small validation
+        set, where accuracy ties at 1.0 from the first epoch on, that kept a barely trained model.)"""
+        if self.args.metric_for_best_model is None:
+            return False
+        name = self.args.metric_for_best_model
+        value, loss = metrics[f"eval_{name}"], metrics.get("eval_loss", math.inf)
+        candidate = (value if self.args.greater_is_better else -value, -loss)
+        best = self.best_evaluation()
+        if best is not None and candidate < best:
+            return False
+        self.state.best_metric = value
+        self.state.best_global_step = self.state.global_step
+        self.best_loss = loss
+        return True
+
+    def best_evaluation(self) -> tuple[float, float] | None:
+        """(metric, -loss) of the best evaluation so far, signed so that larger is better; after a
+        resume, rebuilt from the evaluations in the restored state."""
+        if self.state.best_metric is None or self.state.best_global_step is None:
+            return None
+        if getattr(self, "best_loss", None) is None:
+            losses = [e.get("eval_loss") for e in self.state.log_history
+                      if e.get("step") == self.state.best_global_step and "eval_loss" in e]
+            self.best_loss = losses[-1] if losses else math.inf
+        metric = self.state.best_metric if self.args.greater_is_better else -self.state.best_metric
+        return metric, -self.best_loss
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

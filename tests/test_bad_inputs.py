@@ -165,6 +165,9 @@ CASES = [
         "{root}/data/train.csv: no column 'sentence' (found: text, label); set data.text_column"),
     Bad("label-column-missing", lambda w: w.train(data={"label_column": "sentiment"}),
         "no column 'sentiment' (found: text, label); set data.label_column"),
+    Bad("text-and-label-columns-missing", lambda w: w.train(data={"text_column": "review", "label_column": "stars"}),
+        "{root}/data/train.csv: no columns 'review' and 'stars' (found: text, label); set data.text_column and "
+        "data.label_column"),
     Bad("empty-text", lambda w: w.train_on("train_file", "t.csv", TEXTS + '"   ",negative\n'),
         "{root}/t.csv: empty or NaN text in column 'text' at data row 3"),
     Bad("nan-text", lambda w: w.train_on("train_file", "t.csv", TEXTS + ",negative\n"),

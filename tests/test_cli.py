@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,13 @@ def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_pat
     assert saved["metrics"] == printed["metrics"] and saved["train"]["steps"] == 2
     resolved = yaml.safe_load((output / "recipe.yaml").read_text())
     assert resolved["train"]["output_dir"] == str(output) and resolved["train"]["max_steps"] == 2
+    # The card names the data files and the evaluation whose weights were kept, and links nowhere dead.
+    card = (output / "README.md").read_text()
+    data_dir = data["train"].parent.name
+    assert f"on `train.csv` (validation `validation.csv`, test `test.csv`) in `{data_dir}/`." in card
+    kept = saved["train"]["kept"]
+    assert kept["step"] == 2 and f"| weights kept | epoch {kept['epoch']} (step 2): {kept['why']} |" in card
+    assert "pypi.org" not in card
 
 
 def test_a_bad_recipe_exits_2_with_one_line(tiny_bert, data, tmp_path, capsys):
@@ -175,8 +183,9 @@ def test_predict_reads_stdin_and_prints_json_lines(trained, monkeypatch, capsys)
     assert main(["predict", "--model", str(trained)]) == 0
 
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["text"] for r in rows] == ["good movie", "the plot was awful"]  # blank lines skipped
-    assert [r["label"] for r in rows] == expected_labels(trained, ["good movie", "the plot was awful"])
+    assert [r["text"] for r in rows] == ["good movie", "", "the plot was awful"]  # one row per input line
+    assert rows[1] == {"text": "", "label": None, "score": None}  # a blank line: an empty prediction
+    assert [rows[0]["label"], rows[2]["label"]] == expected_labels(trained, ["good movie", "the plot was awful"])
 
 
 def test_predict_and_eval_run_on_the_device_asked_for(trained, data, monkeypatch, capsys):
@@ -235,3 +244,40 @@ def test_eval_normalises_labels_as_training_does(trained, data, tmp_path, capsys
     spaced_metrics = json.loads(capsys.readouterr().out)
     assert main(["eval", "--model", str(trained), "--data", str(data["test"])]) == 0
     assert spaced_metrics == json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.integration
+def test_the_package_imports_from_a_folder_holding_a_clone_named_hf_adapt(tmp_path):
+    """From the folder above a clone named `hf_adapt/`, that folder must not shadow the package (its
+    recipes/ of YAML files once stood in for `hf_adapt.recipes`)."""
+    shutil.copytree(REPO / "recipes", tmp_path / "hf_adapt" / "recipes")
+    done = subprocess.run([sys.executable, "-c", "from hf_adapt.recipes import lora; import hf_adapt; "
+                                                  "print(hf_adapt.__file__)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(REPO / "hf_adapt" / "__init__.py")
+
+
+@pytest.mark.integration
+def test_eval_and_predict_read_the_columns_the_model_was_trained_on(tiny_bert, data, tmp_path, capsys):
+    renamed = {}
+    for split, path in data.items():  # the same rows under the user's own column names
+        rows = list(csv.reader(path.open(encoding="utf-8")))
+        renamed[split] = tmp_path / f"{split}.csv"
+        with renamed[split].open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([["sentence", "sentiment"], *rows[1:]])
+    recipe_dict = tiny_recipe(tiny_bert, renamed, tmp_path / "out", train={"max_steps": 2})
+    recipe_dict["data"].update(text_column="sentence", label_column="sentiment")
+    recipe = write_yaml(tmp_path / "r.yaml", recipe_dict)
+    assert main(["train", str(recipe)]) == 0
+    capsys.readouterr()
+
+    assert main(["eval", "--model", str(tmp_path / "out"), "--data", str(renamed["test"])]) == 0  # no column flags
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["test"]
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(saved["accuracy"])
+    assert main(["predict", "--model", str(tmp_path / "out"), "--input", str(renamed["test"])]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["text"] for r in rows] == [row[0] for row in list(csv.reader(renamed["test"].open()))[1:]]
+    assert main(["eval", "--model", str(tmp_path / "out"), "--data", str(renamed["test"]),
+                 "--text-column", "text"]) == 2  # a flag still wins over the saved recipe
+    assert "no column 'text'" in capsys.readouterr().err

@@ -495,3 +495,11 @@ def test_an_output_folder_the_run_may_not_write_is_named(tmp_path: Path, tiny_be
         f"hf-adapt: error: cannot write beside train.output_dir {tmp_path / 'locked' / 'run'}: "
         f"{tmp_path / 'locked' / '.run.lock'}: Permission denied; choose a writable location")
     assert list((tmp_path / "locked").iterdir()) == []
+
+
+def test_every_output_file_is_readable_like_any_new_file(tmp_path: Path, tiny_bert: Path) -> None:
+    _, output_dir = trained_output(tmp_path, tiny_bert)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in output_dir.iterdir() if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # model.safetensors was 0600

@@ -59,7 +59,8 @@ def tiny_tokenizer(folder: Path) -> BertTokenizerFast:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    # transformers 5 ignores `vocab_file=` (its vocabulary would be the special tokens alone): the dict.
+    return BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
 
 
 def tiny_model() -> BertForSequenceClassification:
@@ -390,7 +391,8 @@ def test_cli_push_prints_where_it_went(full_run, tmp_path, capsys):
     assert args.func(args) == 0
 
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"pushed {len(MODEL_FILES)} files of org/tiny to {tmp_path}")
+    assert len(lines) == 2 and lines[0].startswith(f"pushed {len(MODEL_FILES)} files of org/tiny to {tmp_path}")
+    assert lines[1].startswith(f"load it with: hf-adapt predict --model org/tiny --local-root {tmp_path.resolve()}")
 
 
 @pytest.mark.integration
@@ -415,3 +417,28 @@ def test_recipe_with_hub_push_trains_then_pushes_a_card_naming_the_repo(tiny_ber
         for metric in ("accuracy", "macro_f1", "mcc"):
             assert index[(split, metric)] == pytest.approx(values[metric], abs=5e-5)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == (snapshot / "model.safetensors").read_bytes()
+
+
+def test_push_says_how_to_load_and_predict_finds_the_model_in_that_local_hub(full_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    """The newcomer's round trip: push to a local hub folder, then load ORG/NAME from it."""
+    from hf_adapt.cli import main
+
+    out, expected = full_run
+    root = (tmp_path / "my_hub").resolve()
+    assert main(["push", str(out), "--repo-id", "org/roundtrip", "--local-root", str(root)]) == 0
+    hint = capsys.readouterr().out.strip().splitlines()[-1]
+    assert hint == (f"load it with: hf-adapt predict --model org/roundtrip --local-root {root}   or, in Python, "
+                    f"with HF_HUB_OFFLINE=1 HF_HUB_CACHE={root} set: pipeline('text-classification', "
+                    f"model='org/roundtrip')")
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", "org/roundtrip", "--local-root", str(root), "--input", str(texts)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row["label"] for row in rows] == [LABELS[i] for i in expected.argmax(-1).tolist()]
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["predict", "--model", "org/roundtrip", "--input", str(texts)]) == 2  # not in the default root
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "hf-adapt: error: model org/roundtrip: no such folder, and not in the local hub at ")

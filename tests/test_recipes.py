@@ -27,7 +27,7 @@ from transformers import (
 
 from hf_adapt.config import config_from_dict
 from hf_adapt.data import load_task_data, tokenize_splits
-from hf_adapt.engine import run_recipe
+from hf_adapt.engine import kept_evaluation, run_recipe
 from hf_adapt.modeling import load_model, load_tokenizer, load_trained
 from hf_adapt.trainer import balanced_class_weights, build_trainer
 
@@ -273,3 +273,29 @@ def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_che
     # CPU training steps use the math attention kernel (trainer.training_attention); evaluation keeps flash.
     assert capture.flash == {"train": {capture.device != "cpu"}, "eval": {True}}
     assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_a_tie_on_the_metric_goes_to_the_lower_loss_then_the_later_evaluation(tiny_bert, small_csvs, tmp_path):
+    """On a small validation set accuracy ties at 1.0 from the first epoch on: the earliest tie was kept."""
+    config = config_from_dict(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out"))
+    task = load_task_data(config.data, seed=0)
+    tokenizer = load_tokenizer(config.model)
+    encoded = tokenize_splits(task.splits, tokenizer, task.label_map, 32)
+    trainer = build_trainer(config, load_model(config.model, task.label_map), tokenizer, encoded, task.label_map,
+                            tmp_path / "work")
+    kept = []
+    for step, (accuracy, loss) in enumerate([(1.0, 0.9), (1.0, 0.5), (0.9, 0.1), (1.0, 0.5), (1.0, 0.7)], start=1):
+        trainer.state.global_step = step
+        trainer.state.log_history.append({"step": step, "epoch": step / 2, "eval_accuracy": accuracy,
+                                          "eval_loss": loss})
+        if trainer._determine_best_metric({"eval_accuracy": accuracy, "eval_loss": loss}, None):
+            kept.append(step)
+    assert kept == [1, 2, 4]  # 2: same accuracy, lower loss; 3: lower accuracy; 4: a full tie, later; 5: higher loss
+    assert trainer.state.best_global_step == 4 and trainer.state.best_metric == 1.0
+
+    summary = kept_evaluation(trainer)
+    assert summary == {"step": 4, "epoch": 2.0, "metric": "accuracy", "value": 1.0, "loss": 0.5,
+                       "why": "validation accuracy 1.0000 tied with 3 other evaluation(s); the lowest validation "
+                              "loss (0.5000), then the latest, wins"}
+    trainer.best_loss = None  # after a resume: the best evaluation's loss comes back from the log
+    assert trainer.best_evaluation() == (1.0, -0.5)
