@@ -21,15 +21,8 @@ from pathlib import Path
 
 from hf_adapt.errors import HfAdaptError
 
-# Subcommands that live in their own module, which adds them through `add_cli(subparsers)`. Only the
-# module of the command being run is imported (some pull in torch/datasets, seconds of start-up);
-# `hf-adapt --help` lists them from the one-line summaries here.
-COMMAND_MODULES: dict[str, tuple[str, str]] = {
-    "push": ("hf_adapt.hub", "Push an output directory to the Hub or to a local hub folder."),
-    "forgetting": ("hf_adapt.forgetting", "Measure what fine-tuning changed: probe retention, per-layer CKA drift."),
-    "groupwise": ("hf_adapt.groupwise", "Train a global model and one per group; report every model on every group."),
-    "compare": ("hf_adapt.compare", "Run several strategies (or recipes) on the same data and seed; write a report."),
-}
+# Every command's parser is defined here; a command imports its implementation (torch, transformers:
+# seconds of start-up) only when it runs, so `--help` and a mistyped path answer at once.
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +37,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from hf_adapt.config import load_recipe
-    from hf_adapt.recipes import RECIPES
+    from hf_adapt.config import check_data_files, load_recipe
 
     overrides = list(args.overrides)
     if args.overwrite:
@@ -53,6 +45,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         overrides.append("train.resume=true")
     config = load_recipe(args.recipe, overrides)
+    check_data_files(config.data)  # before torch is imported: a mistyped path answers at once
+    from hf_adapt.recipes import RECIPES
+
     result = RECIPES[config.adapt.strategy].run(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under `accelerate launch` every process returns the result; one summary is enough
@@ -174,19 +169,79 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
             raise HfAdaptError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser for `argv`: the module of the command it names is imported; the others are listed."""
+def add_push(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="Push an output directory to the Hub or to a local hub folder.",
+        description="Push the model (or LoRA adapter) of a training run. Checkpoints, optimizer state, "
+        "logs, pickles and secrets are never pushed. --to local (default) writes a folder laid out like "
+        "the HF cache, loadable offline as ORG/NAME; --to hub pushes to HF_ENDPOINT with HF_TOKEN.",
+    )
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="output directory of a finished run")
+    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="repository to push to")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument("--revision", metavar="R", help="branch to push to, created if missing (default main)")
+    parser.add_argument("--to", choices=("local", "hub"), default="local", help="destination (default local)")
+    parser.add_argument("--what", choices=("auto", "model", "adapter"), default="auto",
+                        help="auto: the output as it is; model: the full model; adapter: the LoRA adapter")
+    parser.add_argument("--local-root", metavar="DIR", help="root of the local hub (default: the HF cache)")
+    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.hub").run_cli(args))
+
+
+def add_forgetting(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "forgetting",
+        help="Measure what fine-tuning changed: probe retention, per-layer CKA drift.",
+        description="Compare BASE (before) and ADAPTED (after) on a probe CSV: sentence1,sentence2,score "
+        "(STS Spearman) or text,label (classification accuracy), plus linear CKA per layer.",
+    )
+    parser.add_argument("base", metavar="BASE", help="model before adaptation: directory or Hub id")
+    parser.add_argument("adapted", metavar="ADAPTED",
+                        help="model after adaptation: directory, adapter directory or Hub id")
+    parser.add_argument("--probe", required=True, metavar="FILE", help="probe CSV (sts or labelled, from its header)")
+    parser.add_argument("--max-rows", type=int, default=None, metavar="N", help="use only the first N probe rows")
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
+    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.forgetting").run_cli(args))
+
+
+def add_compare(subparsers: argparse._SubParsersAction) -> None:
+    from hf_adapt.reports import add_report_arguments
+
+    parser = subparsers.add_parser(
+        "compare", help="Run several strategies (or recipes) on the same data and seed; write a report.",
+        description="Each variant is the recipe with its strategy swapped (features, partial, lora, full, scratch) "
+                    "or another recipe given as NAME=PATH.yaml. Writes DIR/report.md, report.json and report.png.")
+    add_report_arguments(parser, recipe_help="Base recipe YAML (e.g. the repository's recipes/minilm_sst2_compare.yaml).",
+                         overrides_help="Override recipe values for every variant, e.g. data.max_train_samples=2000")
+    parser.add_argument("--strategies", default="features,partial,lora,full,scratch", metavar="LIST",
+                        help="Comma-separated variants: features, partial, lora, full, scratch or NAME=PATH.yaml "
+                             "(default: all five strategies).")
+    parser.add_argument("--probe", metavar="FILE", help="STS probe CSV (sentence1,sentence2,score) for retention.")
+    parser.add_argument("--probe-max-rows", type=int, metavar="N", help="Use only the first N probe rows.")
+    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.compare").run_cli(args))
+
+
+def add_groupwise(subparsers: argparse._SubParsersAction) -> None:
+    from hf_adapt.reports import add_report_arguments
+
+    parser = subparsers.add_parser(
+        "groupwise", help="Train a global model and one model per group; report every model on every group.",
+        description="Stage 1 trains on every group of data.group_column; stage 2 fine-tunes one model per group "
+                    "from the pretrained model and from the stage-1 model. Writes DIR/report.md, report.json and "
+                    "report.png.")
+    add_report_arguments(parser, recipe_help="Recipe YAML with data.group_column (e.g. the repository's "
+                                             "recipes/minilm_amazon_groupwise.yaml).",
+                         overrides_help="Override recipe values, e.g. groupwise.stage2_epochs=1 train.epochs=2")
+    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.groupwise").run_cli(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (argparse only: no command's implementation is imported)."""
     parser = argparse.ArgumentParser(prog="hf-adapt", description="Adapt pretrained encoders to text classification.")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks for input errors (any position).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_eval, add_predict):
+    for add in (add_train, add_eval, add_predict, add_push, add_forgetting, add_compare, add_groupwise):
         add(subparsers)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, summary) in COMMAND_MODULES.items():
-        if name == command:
-            importlib.import_module(module).add_cli(subparsers)
-        else:
-            subparsers.add_parser(name, help=summary)
     return parser
 
 
@@ -194,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the command
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser(argv).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except HfAdaptError as err:

@@ -33,7 +33,6 @@ from typing import Any
 from hf_adapt.config import PRESETS, AdaptConfig, RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
-    add_report_arguments,
     check_report_dir,
     fmt,
     human_count,
@@ -402,22 +401,6 @@ def _bars(ax: Any, names: list[str], values: list[float | None], colors: dict[st
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `hf-adapt compare RECIPE.yaml [overrides] --strategies ... --report DIR`."""
-    parser = subparsers.add_parser(
-        "compare", help="Run several strategies (or recipes) on the same data and seed; write a report.",
-        description="Each variant is the recipe with its strategy swapped (features, partial, lora, full, scratch) "
-                    "or another recipe given as NAME=PATH.yaml. Writes DIR/report.md, report.json and report.png.")
-    add_report_arguments(parser, recipe_help="Base recipe YAML (see recipes/minilm_sst2_compare.yaml).",
-                         overrides_help="Override recipe values for every variant, e.g. data.max_train_samples=2000")
-    parser.add_argument("--strategies", default=",".join(STRATEGY_VARIANTS), metavar="LIST",
-                        help="Comma-separated variants: features, partial, lora, full, scratch or NAME=PATH.yaml "
-                             "(default: all five strategies).")
-    parser.add_argument("--probe", metavar="FILE", help="STS probe CSV (sentence1,sentence2,score) for retention.")
-    parser.add_argument("--probe-max-rows", type=int, metavar="N", help="Use only the first N probe rows.")
-    parser.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:

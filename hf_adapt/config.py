@@ -624,6 +624,21 @@ def validate(config: RecipeConfig) -> list[str]:
     return errors
 
 
+def missing_file(path: str | Path) -> str | None:
+    """The message for a data file that is not there, or None (one wording for every check of it)."""
+    if Path(path).is_file():
+        return None
+    return (f"data file {path} not found: check the path in the recipe (paths are relative to the directory you run "
+            f"from)")
+
+
+def check_data_files(config: DataConfig) -> None:
+    """Every data file the recipe names exists (cheap: before any heavy import or loading)."""
+    for path in (config.train_file, config.validation_file, config.test_file):
+        if path and missing_file(path):
+            raise HfAdaptError(missing_file(path))
+
+
 def revision_problem(revision: str) -> str | None:
     """Why `revision` is not a usable branch name (git's rules that matter here), or None."""
     parts = revision.split("/")

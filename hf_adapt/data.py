@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict
 
-from hf_adapt.config import DataConfig
+from hf_adapt.config import DataConfig, missing_file
 from hf_adapt.errors import HfAdaptError, first_line
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -98,9 +98,8 @@ def load_file(path: str | Path) -> Dataset:
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise HfAdaptError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv, .json, .jsonl or .parquet")
-    if not path.is_file():
-        raise HfAdaptError(f"data file {path} not found: check the path in the recipe (paths are relative to "
-                           f"the directory you run from)")
+    if missing_file(path):
+        raise HfAdaptError(missing_file(path))
     if path.stat().st_size == 0:
         raise HfAdaptError(f"{path}: the file is empty; it needs a header and at least one row")
     kwargs: dict[str, Any] = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}

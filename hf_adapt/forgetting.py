@@ -414,23 +414,6 @@ def render_report(report: ForgettingReport) -> str:
     return "\n".join(lines)
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `hf-adapt forgetting BASE ADAPTED --probe FILE [--max-rows N] [--json OUT]`."""
-    parser = subparsers.add_parser(
-        "forgetting",
-        help="measure what fine-tuning changed: probe retention and per-layer CKA drift",
-        description="Compare BASE (before) and ADAPTED (after) on a probe CSV: sentence1,sentence2,score "
-        "(STS Spearman) or text,label (classification accuracy), plus linear CKA per layer.",
-    )
-    parser.add_argument("base", metavar="BASE", help="model before adaptation: directory or Hub id")
-    parser.add_argument("adapted", metavar="ADAPTED", help="model after adaptation: directory, adapter directory or Hub id")
-    parser.add_argument("--probe", required=True, metavar="FILE", help="probe CSV (sts or labelled, from its header)")
-    parser.add_argument("--max-rows", type=int, default=None, metavar="N", help="use only the first N probe rows")
-    parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
-    parser.set_defaults(func=run_cli)
-    return parser
-
-
 def run_cli(args: argparse.Namespace) -> int:
     """Run the `forgetting` subcommand: print the table, optionally write JSON; return 0."""
     report = measure_forgetting(args.base, args.adapted, args.probe, max_rows=args.max_rows)

@@ -33,7 +33,6 @@ from hf_adapt.config import RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.data import TaskData, load_task_data, split_by_group
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.reports import (
-    add_report_arguments,
     check_report_dir,
     fmt,
     markdown_table,
@@ -388,19 +387,6 @@ def render_figure(data: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `hf-adapt groupwise RECIPE.yaml [overrides] --report DIR`."""
-    parser = subparsers.add_parser(
-        "groupwise", help="Train a global model and one model per group; report every model on every group.",
-        description="Stage 1 trains on every group of data.group_column; stage 2 fine-tunes one model per group "
-                    "from the pretrained model and from the stage-1 model. Writes DIR/report.md, report.json and "
-                    "report.png.")
-    add_report_arguments(parser,
-                         recipe_help="Recipe YAML with data.group_column (see recipes/minilm_amazon_groupwise.yaml).",
-                         overrides_help="Override recipe values, e.g. groupwise.stage2_epochs=1 train.epochs=2")
-    parser.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -401,27 +401,6 @@ def _link(blob: Path, pointer: Path, *, copy: bool) -> None:
 # --- CLI ---
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `hf-adapt push OUTPUT_DIR --repo-id ORG/NAME ...`."""
-    parser = subparsers.add_parser(
-        "push",
-        help="push a training output directory to the Hub or to a local hub folder",
-        description="Push the model (or LoRA adapter) of a training run. Checkpoints, optimizer state, "
-        "logs, pickles and secrets are never pushed. --to local (default) writes a folder laid out like "
-        "the HF cache, loadable offline as ORG/NAME; --to hub pushes to HF_ENDPOINT with HF_TOKEN.",
-    )
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="output directory of a finished run")
-    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="repository to push to")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
-    parser.add_argument("--revision", metavar="R", help="branch to push to, created if missing (default main)")
-    parser.add_argument("--to", choices=("local", "hub"), default="local", help="destination (default local)")
-    parser.add_argument("--what", choices=("auto", "model", "adapter"), default="auto",
-                        help="auto: the output as it is; model: the full model; adapter: the LoRA adapter")
-    parser.add_argument("--local-root", metavar="DIR", help="root of the local hub (default: the HF cache)")
-    parser.set_defaults(func=run_cli)
-    return parser
-
-
 def run_cli(args: argparse.Namespace) -> int:
     """Run `hf-adapt push`; says where the files went and how to load them from there."""
     result = push(args.output_dir, args.repo_id, to=args.to, what=args.what, private=args.private,

@@ -281,3 +281,19 @@ def test_eval_and_predict_read_the_columns_the_model_was_trained_on(tiny_bert, d
     assert main(["eval", "--model", str(tmp_path / "out"), "--data", str(renamed["test"]),
                  "--text-column", "text"]) == 2  # a flag still wins over the saved recipe
     assert "no column 'text'" in capsys.readouterr().err
+
+
+HEAVY = ("torch", "transformers", "datasets", "peft")
+
+
+@pytest.mark.parametrize("argv", [["--help"], *[[c, "--help"] for c in ("train", "eval", "predict", "push",
+                                                                         "forgetting", "compare", "groupwise")],
+                                  ["train", "no-such-recipe.yaml"],
+                                  ["train", str(REPO / "recipes" / "quickstart_intents.yaml"), "data.train_file=x.csv"]])
+def test_help_and_a_mistyped_path_answer_without_importing_torch(argv, tmp_path):
+    """Start-up: torch and transformers take seconds to import; help and path typos need neither."""
+    code = (f"import sys; from hf_adapt.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

@@ -6,7 +6,6 @@ integration test measures the real all-MiniLM-L6-v2 on STS-B validation (../shar
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config as shared_tiny_config
+from hf_adapt.cli import build_parser
 from scipy.stats import spearmanr
 from transformers import (
     BertConfig,
@@ -29,7 +29,6 @@ from transformers import (
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.forgetting import (
     ForgettingReport,
-    add_cli,
     embed_texts,
     layer_drift,
     linear_cka,
@@ -400,8 +399,7 @@ def test_report_to_dict_is_json_ready_with_nan_as_null():
 
 
 def test_cli_prints_the_table_and_writes_json(saved_pair, sts_csv, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="hf-adapt")
-    add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     base, adapted = saved_pair
     out = tmp_path / "reports" / "forgetting.json"
     args = parser.parse_args(

@@ -8,7 +8,6 @@ Xet: with `hf_xet` installed the 2.4 client uploads through Xet without asking t
 take the plain LFS path that the loopback Hub speaks.
 """
 
-import argparse
 import importlib.util
 import json
 import os
@@ -31,7 +30,8 @@ from transformers import (
 )
 
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.hub import add_cli, push, resolve_model_reference, select_files
+from hf_adapt.cli import build_parser
+from hf_adapt.hub import push, resolve_model_reference, select_files
 
 TOKEN = "hf_test_token"
 LABELS = ["weather", "set_alarm", "play_music"]
@@ -384,9 +384,7 @@ def test_push_does_nothing_off_the_main_process(full_run, tmp_path, monkeypatch)
 
 
 def test_cli_push_prints_where_it_went(full_run, tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="hf-adapt")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["push", str(full_run[0]), "--repo-id", "org/tiny", "--local-root", str(tmp_path)])
+    args = build_parser().parse_args(["push", str(full_run[0]), "--repo-id", "org/tiny", "--local-root", str(tmp_path)])
 
     assert args.func(args) == 0
 
