@@ -40,6 +40,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import TrainOutput
 
 from hf_adapt.config import RecipeConfig
+from hf_adapt.errors import say
 from hf_adapt.modeling import encoder_layout, layer_container, unwrap
 
 EXAMPLE_INDEX = "example_index"  # train-set column naming each row's place in the cache
@@ -297,7 +298,7 @@ class FrozenPrefixCache:
         (cached features: the head alone, on one stored row per example)."""
         if self.cut.prefix_trains() and not self.features:  # someone unfroze the prefix: the cache is stale
             if not self.warned_stale:
-                print("[hf_adapt] frozen-prefix cache off: a cached layer started training")
+                say("frozen-prefix cache off: a cached layer started training")
                 self.warned_stale = True
             return model(**inputs)
         self.cached_steps += model.training
@@ -410,7 +411,7 @@ def prepare_cache(trainer: Any, config: RecipeConfig, encoded: Any,
     if layers:
         cache, reason = _build_checked(trainer, layers, encoded, work_dir)
     if reason:
-        print(f"[hf_adapt] frozen-prefix cache off: {reason}")
+        say(f"frozen-prefix cache off: {reason}")
     return cache, reason
 
 
@@ -431,5 +432,5 @@ def _build_checked(trainer: Any, layers: int, encoded: Any,
     info = cache.describe()
     where = "on disk" if info["on_disk"] else "in memory"
     what = "encoder features" if cache.features else f"embeddings + {layers} frozen layer(s)"
-    print(f"[hf_adapt] cached the frozen {what} of {info['examples']} examples ({info['megabytes']} MB {where})")
+    say(f"cached the frozen {what} of {info['examples']} examples ({info['megabytes']} MB {where})")
     return cache, None

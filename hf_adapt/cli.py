@@ -142,7 +142,12 @@ def resolve_device(name: str) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from hf_adapt.inference import check_output_file, open_texts, prediction_rows, write_predictions
+    from hf_adapt.inference import (
+        check_output_file,
+        open_texts,
+        prediction_rows,
+        write_predictions,
+    )
     from hf_adapt.modeling import load_trained
 
     check_positive(args, "batch_size", "max_length")
@@ -239,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line (argparse only: no command's implementation is imported)."""
     parser = argparse.ArgumentParser(prog="hf-adapt", description="Adapt pretrained encoders to text classification.")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks for input errors (any position).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Let the libraries' own load reports, warnings and progress bars through (any position).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_train, add_eval, add_predict, add_push, add_forgetting, add_compare, add_groupwise):
         add(subparsers)
@@ -248,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, not only before the command
-    argv = [a for a in argv if a != "--debug"]
+    if "--verbose" in argv:
+        os.environ["HF_ADAPT_VERBOSE"] = "1"
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -30,8 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_adapt.config import PRESETS, AdaptConfig, RecipeConfig, config_from_dict, load_recipe
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.config import (
+    PRESETS,
+    AdaptConfig,
+    RecipeConfig,
+    config_from_dict,
+    load_recipe,
+)
+from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.reports import (
     check_report_dir,
     fmt,
@@ -204,7 +210,7 @@ def run_compare(recipe: str | Path, specs: list[str], report_dir: str | Path, *,
     results = {v.name: run_variant(v, report_dir, reuse=reuse) for v in variants}
     data = build_report_data(base, variants, results)
     paths = write_report(report_dir, render_markdown(data), data, render_figure(data))
-    print(f"[hf_adapt] compare report: {paths['report.md']}")
+    say(f"compare report: {paths['report.md']}")
     return data
 
 

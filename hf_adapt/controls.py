@@ -36,7 +36,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from hf_adapt.config import AdaptConfig, RecipeConfig
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.modeling import encoder_layout, resolve_model_path, unwrap
 
 
@@ -223,7 +223,7 @@ class GradualUnfreezing(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         planned = state.max_steps if self.unit == "steps" else state.num_train_epochs
         if planned < self.every * len(self.units):
-            print(f"[hf_adapt] gradual unfreezing: {planned} {self.unit} unfreeze only "
+            say(f"gradual unfreezing: {planned} {self.unit} unfreeze only "
                   f"{self.stage(planned, planned)} of {len(self.units)} encoder units (every {self.every} {self.unit})")
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -234,7 +234,7 @@ class GradualUnfreezing(TrainerCallback):
                 for param in params:
                     param.requires_grad_(True)
             self.num_unfrozen += 1
-            print(f"[hf_adapt] gradual unfreezing: {name} trains from step {state.global_step + 1}")
+            say(f"gradual unfreezing: {name} trains from step {state.global_step + 1}")
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.mask_grads:
@@ -318,8 +318,8 @@ def check_probe_labels(config: RecipeConfig, labels: tuple[str, ...]) -> None:
     probe = config.forgetting.probe
     if probe is None:
         return
-    from hf_adapt.probes import detect_probe_kind, read_labelled_examples
     from hf_adapt.modeling import read_model_labels
+    from hf_adapt.probes import detect_probe_kind, read_labelled_examples
 
     if detect_probe_kind(probe) != "labelled":
         return
@@ -359,6 +359,6 @@ def measure_run_forgetting(config: RecipeConfig, model: nn.Module, tokenizer: An
     base = forgetting_base(config)
     report = measure_forgetting(base, (adapted, tokenizer), config.forgetting.probe,
                                 max_rows=config.forgetting.max_rows)
-    print(f"[hf_adapt] forgetting on {Path(report.probe).name}: {report.metric} {report.before:.4f} -> "
+    say(f"forgetting on {Path(report.probe).name}: {report.metric} {report.before:.4f} -> "
           f"{report.after:.4f} (retention {report.retention:.1%}); top-layer CKA {report.layer_cka[-1]:.3f}")
     return {**report.to_dict(), "base": str(base)}

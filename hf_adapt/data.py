@@ -17,7 +17,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_adapt.config import DataConfig, missing_file
-from hf_adapt.errors import HfAdaptError, first_line
+from hf_adapt.errors import first_line, HfAdaptError, verbose
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
@@ -106,6 +106,9 @@ def load_file(path: str | Path) -> Dataset:
     # datasets logs a parse failure itself before raising it; we report it once, in one line.
     verbosity = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    bars = datasets.utils.are_progress_bars_disabled() or verbose()
+    if not bars:
+        datasets.utils.disable_progress_bars()  # "Generating train split": noise before a one-line error
     try:
         # keep_in_memory + a private cache dir: small files, and no cache files beside the user's data
         dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
@@ -113,6 +116,8 @@ def load_file(path: str | Path) -> Dataset:
         raise HfAdaptError(_read_error(path, fmt, err)) from None
     finally:
         datasets.logging.set_verbosity(verbosity)
+        if not bars:
+            datasets.utils.enable_progress_bars()
     if len(dataset) == 0:
         raise HfAdaptError(f"{path}: no rows; it needs at least one row of data")
     return dataset

@@ -29,19 +29,31 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, set_seed
 
-from hf_adapt.caching import train_with_cache
 from hf_adapt import cards
+from hf_adapt.caching import train_with_cache
 from hf_adapt.config import RecipeConfig
-from hf_adapt.controls import apply_controls, check_fsdp_controls, check_probe_labels, measure_run_forgetting, \
-    reinit_top_layers
+from hf_adapt.controls import (
+    apply_controls,
+    check_fsdp_controls,
+    check_probe_labels,
+    measure_run_forgetting,
+    reinit_top_layers,
+)
 from hf_adapt.data import LabelMap, load_task_data, tokenize_splits
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt
 from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout
 from hf_adapt.optim import build_optimizer
-from hf_adapt.outputs import (FingerprintCheckpoints, RunResult, claim_output, find_resume_checkpoint, publishing,
-                              run_fingerprint, save_run)
+from hf_adapt.outputs import (
+    FingerprintCheckpoints,
+    RunResult,
+    claim_output,
+    find_resume_checkpoint,
+    publishing,
+    run_fingerprint,
+    save_run,
+)
 from hf_adapt.pooling import resolve_pooling
 from hf_adapt.strategies import apply_strategy, trainable_summary
 from hf_adapt.trainer import build_trainer
@@ -63,7 +75,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
         model = build_model(config, task.label_map)  # loaded, strategy applied
         summary = trainable_summary(model)
-        print(f"[hf_adapt] {config.adapt.strategy}: {summary}")
+        say(f"{config.adapt.strategy}: {summary}")
         controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
 
         interrupt = StopOnInterrupt()
@@ -157,7 +169,7 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
     state = trainer.state
     kept = kept_evaluation(trainer)
     if kept is not None:
-        print(f"[hf_adapt] kept the weights of epoch {kept['epoch']:g} (step {kept['step']}): {kept['why']}")
+        say(f"kept the weights of epoch {kept['epoch']:g} (step {kept['step']}): {kept['why']}")
     return {
         "epochs": round(float(state.epoch or 0), 3),
         "pooling": resolve_pooling(trainer.recipe.adapt),  # what the head reads: cls or mean (hf_adapt.pooling)
@@ -196,5 +208,5 @@ def push_result(config: RecipeConfig, output_dir: Path) -> None:
     if pushed is not None:
         from hf_adapt.hub import how_to_load
 
-        print(f"[hf_adapt] pushed {len(pushed.files)} files to {pushed.destination}; "
+        say(f"pushed {len(pushed.files)} files to {pushed.destination}; "
               f"{how_to_load(h.repo_id, to=h.to, local_root=h.local_root)}")

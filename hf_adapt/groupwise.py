@@ -31,7 +31,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from hf_adapt.config import RecipeConfig, config_from_dict, load_recipe
 from hf_adapt.data import TaskData, load_task_data, split_by_group
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.reports import (
     check_report_dir,
     fmt,
@@ -178,7 +178,7 @@ def run_groupwise(config: RecipeConfig, report_dir: str | Path, *, overwrite: bo
                              max_length=config.model.max_length, batch_size=config.train.eval_batch_size)
     data = build_report_data(config, stage1, stage2, results, matrix, selected, eval_split)
     paths = write_report(report_dir, render_markdown(data), data, render_figure(data))
-    print(f"[hf_adapt] groupwise report: {paths['report.md']}")
+    say(f"groupwise report: {paths['report.md']}")
     return data
 
 
@@ -198,7 +198,7 @@ def evaluate_matrix(model_dirs: dict[str, Path], groups: dict[str, Dataset], *, 
     texts = [text for split in groups.values() for text in split["text"]]
     matrix: dict[str, dict[str, dict[str, float]]] = {}
     for name, directory in model_dirs.items():
-        print(f"[hf_adapt] groupwise: evaluating {name} on {len(groups)} groups ({len(texts)} rows)")
+        say(f"groupwise: evaluating {name} on {len(groups)} groups ({len(texts)} rows)")
         model, tokenizer = load_trained(directory)
         ids, _ = predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
         label2id = {label: i for i, label in model.config.id2label.items()}

@@ -16,7 +16,12 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 
 class TrainingInterrupted(KeyboardInterrupt):

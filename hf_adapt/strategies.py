@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from torch import nn
@@ -83,7 +84,9 @@ def apply_lora(model: nn.Module, config: AdaptConfig) -> nn.Module:
         # The head is new for the task: train it fully and save it with the adapter.
         modules_to_save=layout.head_names,
     )
-    model = get_peft_model(model, lora_config)
+    with warnings.catch_warnings():  # peft asks for transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lora_config)
     # peft casts each LoRA layer's input to the adapter's dtype. Our weights are all fp32, so that
     # is a no-op in fp32 and, under bf16 autocast, a full-width fp32 copy of the activations that
     # autocast casts straight back: time and memory for nothing (docs/recipes.md, "LoRA").

@@ -3,9 +3,11 @@ the `TrainingArguments` a recipe maps to."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -16,6 +18,7 @@ from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     PreTrainedModel,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -28,7 +31,6 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
 from hf_adapt.metrics import build_compute_metrics
 from hf_adapt.optim import build_optimizer
-
 
 OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
 LossTerm = Callable[[torch.nn.Module], torch.Tensor]
@@ -118,6 +120,16 @@ class AdaptTrainer(Trainer):
             self._signature_columns.append(EXAMPLE_INDEX)
 
 
+class ProgressToStderr(ProgressCallback):
+    """Trainer's progress bars, with its log lines (losses, evaluations) on stderr as JSON with numbers
+    as numbers: stdout carries only the run's result."""
+
+    def on_log(self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **kwargs: Any):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            line = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items() if k != "total_flos"}
+            self.training_bar.write(json.dumps(line), file=sys.stderr)
+
+
 @contextmanager
 def training_attention(device: torch.device) -> Iterator[None]:
     """On the CPU, train with PyTorch's plain ("math") attention kernel, never its flash kernel
@@ -151,7 +163,7 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
     callbacks = list(callbacks)
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
-    return AdaptTrainer(
+    trainer = AdaptTrainer(
         model=model,
         args=args,
         train_dataset=encoded["train"],
@@ -165,6 +177,9 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         class_weights=balanced_class_weights(encoded["train"], label_map) if config.train.class_weights == "balanced" else None,
         loss_terms=loss_terms,
     )
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressToStderr)
+    return trainer
 
 
 def build_training_arguments(config: RecipeConfig, work_dir: Path) -> TrainingArguments:

@@ -122,7 +122,7 @@ def test_stale_cache_falls_back_to_the_full_model(tiny_models, capsys):
     batch = dict(tokenizer(TEXTS[:2], padding=True, return_tensors="pt"))
     model.bert.encoder.layer[0].requires_grad_(True)  # e.g. a callback unfreezes a cached layer
     assert torch.equal(cache.forward(model, batch, [0, 1]).logits, model(**batch).logits)
-    assert "a cached layer started training" in capsys.readouterr().out
+    assert "a cached layer started training" in capsys.readouterr().err
 
 
 def test_state_store_memory_maps_to_a_file_and_removes_it(tmp_path):
@@ -184,7 +184,7 @@ def test_trainable_embeddings_are_not_cached(tiny_bert, sentiment_csvs, tmp_path
                          adapt={"strategy": "partial", "freeze_layers": 1})
     result = run_recipe(config_from_dict(recipe))
     assert "the embeddings train" in result.train["frozen_cache"]["off"]
-    assert "frozen-prefix cache off: the embeddings train" in capsys.readouterr().out
+    assert "frozen-prefix cache off: the embeddings train" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -219,7 +219,7 @@ def test_frozen_encoder_falls_back_where_features_cannot_be_cut(tiny_models, sen
                          adapt={"strategy": "partial", "freeze_encoder": True})
     result = run_recipe(config_from_dict(recipe))
     assert "off" in result.train["frozen_cache"]
-    assert "frozen-prefix cache off" in capsys.readouterr().out
+    assert "frozen-prefix cache off" in capsys.readouterr().err
     assert result.train["steps"] == 6  # the normal Trainer path ran: 96 rows / 16
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, logits_of, tiny_recipe, write_sentiment_csvs, write_yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from conftest import logits_of, make_tokenizer, REPO, tiny_config, tiny_recipe, write_sentiment_csvs, write_yaml
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_adapt.cli import main
 from hf_adapt.config import config_from_dict
@@ -297,3 +297,26 @@ def test_help_and_a_mistyped_path_answer_without_importing_torch(argv, tmp_path)
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_stdout_holds_only_the_result_and_stderr_no_library_noise(data, tmp_path, strategy):
+    encoder = tmp_path / "encoder"  # a pretrained encoder without a classification head, as MiniLM
+    AutoModel.from_config(tiny_config()).save_pretrained(encoder)
+    make_tokenizer(encoder).save_pretrained(encoder)
+    recipe = write_yaml(tmp_path / "r.yaml", tiny_recipe(encoder, data, tmp_path / "out", adapt={"strategy": strategy},
+                                                         train={"max_steps": 2, "eval_strategy": "steps",
+                                                                "eval_steps": 1}))
+    done = subprocess.run([str(HF_ADAPT), "train", str(recipe)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(json.loads(done.stdout)) == {"output_dir", "metrics", "params", "timings"}  # `| jq` works
+    for noise in ("LOAD REPORT", "Warning", "Generating train split", "Loading weights"):
+        assert noise not in done.stderr
+    assert "[hf_adapt] new, randomly initialised for the task, as expected: classifier.bias, classifier.weight" \
+        in done.stderr
+    logged = [json.loads(line[line.index("{"):]) for line in done.stderr.splitlines() if '"eval_accuracy"' in line]
+    assert len(logged) == 2 and all(isinstance(entry["eval_accuracy"], float) for entry in logged)
+    verbose = subprocess.run([str(HF_ADAPT), "--verbose", "train", str(recipe), "--overwrite"], capture_output=True,
+                             text=True, timeout=300)
+    assert verbose.returncode == 0 and "MISSING" in verbose.stderr  # transformers' own load report

@@ -91,7 +91,7 @@ def test_a_new_label_resizes_the_head_and_keeps_the_encoder(run_a, tiny_bert, tm
     recipe = tiny_recipe(tiny_bert, new_data, tmp_path / "run_b", model={"init_from": str(run_a)})
     result = run_recipe(config_from_dict(recipe), callbacks=[start])
     assert ("labels changed from [negative, positive] to [negative, neutral, positive]; keeping the encoder"
-            in capsys.readouterr().out)
+            in capsys.readouterr().err)
     model_a, _ = load_trained(run_a)
     encoder_a = encoder_layout(model_a).base.state_dict()
     assert all(torch.equal(start.encoder[k], v) for k, v in encoder_a.items())
@@ -108,7 +108,7 @@ def test_renamed_labels_of_the_same_count_get_a_fresh_output_layer(run_a, tiny_b
     start = StartingPoint()
     recipe = tiny_recipe(tiny_bert, renamed, tmp_path / "run_b", model={"init_from": str(run_a)})
     run_recipe(config_from_dict(recipe), callbacks=[start])
-    assert "labels changed from [negative, positive] to [bad, good]" in capsys.readouterr().out
+    assert "labels changed from [negative, positive] to [bad, good]" in capsys.readouterr().err
     saved_a = load_file(run_a / "model.safetensors")
     assert not torch.equal(start.state_dict["classifier.weight"], saved_a["classifier.weight"])
     assert torch.all(start.state_dict["classifier.bias"] == 0)

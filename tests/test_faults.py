@@ -126,7 +126,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(setup: dict, capsys: pyte
     assert "pass --resume to continue it" in capsys.readouterr().err  # ... and says what to do
 
     run(recipe, "--resume")
-    assert "resuming from" in capsys.readouterr().out
+    assert "resuming from" in capsys.readouterr().err
     assert 6 <= int(first.rsplit("-", 1)[-1]) < 36
     metrics, weights, evals = final_state(output_dir)
     ref_metrics, ref_weights, ref_evals = setup["reference"]
@@ -353,8 +353,8 @@ def test_a_save_killed_midway_is_finished_or_rolled_back_on_the_next_start(
     capsys.readouterr()
 
     assert main(["train", str(recipe)]) == 2  # a start without --overwrite recovers, then refuses as usual
-    out, err = capsys.readouterr()
-    assert line in out
+    _, err = capsys.readouterr()
+    assert line in err
     assert "already exists and is not empty" in err
     assert snapshot(output_dir) == expected
     assert hidden_siblings(output_dir) == []
@@ -371,7 +371,7 @@ def test_a_rolled_back_swap_restores_the_old_output(tmp_path: Path, tiny_bert: P
     os.replace(output_dir, tmp_path / ".run.old-77")  # killed after moving the old output aside, staging lost
     capsys.readouterr()
     assert main(["train", str(recipe)]) == 2
-    assert f"[hf_adapt] restored {output_dir} from .run.old-77" in capsys.readouterr().out
+    assert f"[hf_adapt] restored {output_dir} from .run.old-77" in capsys.readouterr().err
     assert snapshot(output_dir) == old and hidden_siblings(output_dir) == []
 
 
@@ -387,7 +387,7 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_next(
     assert main(["train", str(recipe), "--resume"]) == 2
     assert "run without --resume to start afresh" in capsys.readouterr().err
     assert main(["train", str(recipe)]) == 0  # the way out that the message names works
-    assert f"[hf_adapt] starting afresh: {tmp_path / '.run.work'} holds no complete checkpoint" in capsys.readouterr().out
+    assert f"[hf_adapt] starting afresh: {tmp_path / '.run.work'} holds no complete checkpoint" in capsys.readouterr().err
     assert (tmp_path / "run" / "model.safetensors").is_file() and hidden_siblings(tmp_path / "run") == []
 
 
