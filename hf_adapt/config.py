@@ -28,6 +28,9 @@ STRATEGIES = ("full", "partial", "lora")
 # transformers' schedulers that need no arguments beyond warm-up and total steps.
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
+# The adapt keys that only one strategy reads.
+STRATEGY_KEYS = {"partial": ("freeze_embeddings", "freeze_layers", "freeze_encoder", "pooling"),
+                 "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")}
 MAX_LENGTH_LIMIT = 1_000_000  # tokens: beyond any encoder's reach, so surely a typo
 MAX_EPOCHS, MAX_STEPS = 1_000, 100_000_000  # beyond these a schedule runs for months
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -262,8 +265,17 @@ class RecipeConfig:
     source: str = field(default="<config>", metadata={"help": "Where the config came from (not a YAML key)."})
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved recipe as plain data (what `recipe.yaml` in the output holds)."""
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+        """The resolved recipe as plain data (what `recipe.yaml` in the output holds), less the keys
+        that do not apply to its strategy (a full run's file names no LoRA rank, so switching it to
+        `adapt.strategy: lora` takes the LoRA preset's) and an unused groupwise section."""
+        data = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source"}
+        for strategy, keys in STRATEGY_KEYS.items():
+            if self.adapt.strategy != strategy:
+                for key in keys:
+                    data["adapt"].pop(key)
+        if self.data.group_column is None:
+            data.pop("groupwise")
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

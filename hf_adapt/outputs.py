@@ -38,7 +38,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 import hf_adapt
-from hf_adapt.config import RecipeConfig
+from hf_adapt.config import PRESETS, RecipeConfig
 from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError, say, shown
 from hf_adapt.modeling import unwrap
@@ -460,8 +460,15 @@ def _set_adapter_base(adapter_dir: Path, base_model: str) -> None:
 
 
 def recipe_header(config: RecipeConfig) -> str:
+    """The saved recipe's header: how to re-run it, and which of its values the strategy's preset set
+    (switching `adapt.strategy`, drop those lines to get the other preset's)."""
+    resolved = config.to_dict()
+    from_preset = [f"{section}.{key}" for section, values in PRESETS[config.adapt.strategy].items()
+                   for key, value in values.items() if key != "strategy" and resolved[section].get(key) == value]
     return (f"# Resolved recipe of this run (from {config.source}). Re-run with:\n"
-            f"#   hf-adapt train recipe.yaml train.output_dir=NEW_DIR\n")
+            f"#   hf-adapt train recipe.yaml train.output_dir=NEW_DIR\n"
+            + (f"# From the {config.adapt.strategy} preset: {', '.join(from_preset)} (to switch adapt.strategy, "
+               f"delete them and the new strategy's preset applies)\n" if from_preset else ""))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,3 +251,15 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
     scalar_section = write_yaml(tmp_path / "scalar.yaml", "data: train.csv\n")
     with pytest.raises(HfAdaptError, match="section 'data' must be a mapping of key: value, got str"):
         load_config(scalar_section)
+
+
+def test_the_saved_recipe_reproduces_the_run_and_switches_strategy_like_a_fresh_one(tmp_path):
+    """recipe.yaml holds the resolved run, less the keys its strategy does not read."""
+    full = load_recipe(write_yaml(tmp_path / "full.yaml", {"data": DATA, "adapt": {"strategy": "full"}}))
+    saved = write_yaml(tmp_path / "saved.yaml", full.to_yaml())
+    assert "lora_r" not in saved.read_text() and "freeze_layers" not in saved.read_text()
+    assert load_recipe(saved).to_dict() == full.to_dict()  # re-running it gives the same settings
+
+    switched = load_recipe(saved, ["adapt.strategy=lora"])
+    fresh = load_recipe(write_yaml(tmp_path / "lora.yaml", {"data": DATA, "adapt": {"strategy": "lora"}}))
+    assert switched.adapt == fresh.adapt  # rank 16, alpha 32, ... from the LoRA preset, not dataclass defaults
