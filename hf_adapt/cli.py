@@ -16,13 +16,18 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hf_adapt.errors import HfAdaptError
 
 # Every command's parser is defined here; a command imports its implementation (torch, transformers:
 # seconds of start-up) only when it runs, so `--help` and a mistyped path answer at once.
+
+
+def run_cli_of(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command that imports `module` (and what it needs) only when it runs, then calls its `run_cli`."""
+    return lambda args: importlib.import_module(module).run_cli(args)
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -190,7 +195,7 @@ def add_push(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--what", choices=("auto", "model", "adapter"), default="auto",
                         help="auto: the output as it is; model: the full model; adapter: the LoRA adapter")
     parser.add_argument("--local-root", metavar="DIR", help="root of the local hub (default: the HF cache)")
-    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.hub").run_cli(args))
+    parser.set_defaults(func=run_cli_of("hf_adapt.hub"))
 
 
 def add_forgetting(subparsers: argparse._SubParsersAction) -> None:
@@ -206,7 +211,7 @@ def add_forgetting(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--probe", required=True, metavar="FILE", help="probe CSV (sts or labelled, from its header)")
     parser.add_argument("--max-rows", type=int, default=None, metavar="N", help="use only the first N probe rows")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the report as JSON")
-    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.forgetting").run_cli(args))
+    parser.set_defaults(func=run_cli_of("hf_adapt.forgetting"))
 
 
 def add_compare(subparsers: argparse._SubParsersAction) -> None:
@@ -223,7 +228,7 @@ def add_compare(subparsers: argparse._SubParsersAction) -> None:
                              "(default: all five strategies).")
     parser.add_argument("--probe", metavar="FILE", help="STS probe CSV (sentence1,sentence2,score) for retention.")
     parser.add_argument("--probe-max-rows", type=int, metavar="N", help="Use only the first N probe rows.")
-    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.compare").run_cli(args))
+    parser.set_defaults(func=run_cli_of("hf_adapt.compare"))
 
 
 def add_groupwise(subparsers: argparse._SubParsersAction) -> None:
@@ -237,7 +242,7 @@ def add_groupwise(subparsers: argparse._SubParsersAction) -> None:
     add_report_arguments(parser, recipe_help="Recipe YAML with data.group_column (e.g. the repository's "
                                              "recipes/minilm_amazon_groupwise.yaml).",
                          overrides_help="Override recipe values, e.g. groupwise.stage2_epochs=1 train.epochs=2")
-    parser.set_defaults(func=lambda args: importlib.import_module("hf_adapt.groupwise").run_cli(args))
+    parser.set_defaults(func=run_cli_of("hf_adapt.groupwise"))
 
 
 def build_parser() -> argparse.ArgumentParser:
