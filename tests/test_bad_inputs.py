@@ -151,7 +151,8 @@ CASES = [
         "{root}/ragged.csv: could not be read as CSV (Error tokenizing data. C error: Expected 2 fields in line 4, "
         "saw 4)"),
     Bad("csv-tab-separated", lambda w: w.train_on("train_file", "tabs.csv", TEXTS.replace(",", "\t")),
-        "{root}/tabs.csv: no column 'text' (found: text\tlabel); set data.text_column, or, as the file separates "
+        "{root}/tabs.csv: no columns 'text' and 'label' (found: text\tlabel); set data.text_column and "
+        "data.label_column, or, as the file separates "
         "columns with a tab, save it comma-separated (or name it .tsv)"),
     Bad("json-malformed", lambda w: w.train_on("train_file", "bad.json", '[{"text": "good", "label": '),
         "{root}/bad.json: could not be read as JSON"),
