@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hf_adapt.metrics import TASK_METRICS
 from hf_adapt.modeling import resolve_model_path
 
 # model_cards/ sits at the repo root (a source checkout or editable install) and is installed as
@@ -24,7 +25,8 @@ TEMPLATE_DIR = next(p for p in (Path(__file__).resolve().parent / "model_cards",
                                 Path(__file__).resolve().parent.parent / "model_cards") if p.is_dir())
 TEMPLATE = "classifier.md.j2"  # one template: model and adapter cards differ only in how to load
 # Our metric name -> the Hub's metric type id (used by model-index and the leaderboards).
-METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "mcc": "matthews_correlation", "loss": "loss"}
+METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "mcc": "matthews_correlation", "pearson": "pearsonr",
+                "spearman": "spearmanr", "mse": "mse", "mae": "mae", "loss": "loss"}
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CardData:
     license: str | None = None
     repo_id: str | None = None
     kind: str = "model"  # "model": a plain transformers model; "adapter": a peft LoRA adapter
+    task: str = "single_label"  # or "regression" (hf_adapt.data.LabelMap.task)
 
     @classmethod
     def from_output_dir(cls, directory: str | Path, *, repo_id: str | None = None,
@@ -64,6 +67,7 @@ class CardData:
             recipe=yaml.safe_load(recipe_text),
             recipe_yaml="\n".join(line for line in recipe_text.splitlines() if not line.startswith("#")) + "\n",
             license=base_model_license(run["base_model"]), repo_id=repo_id, kind=kind,
+            task=run.get("task", "single_label"),
         )
 
     @property
@@ -99,7 +103,7 @@ class CardData:
             library_name="peft" if self.kind == "adapter" else "transformers",
             pipeline_tag="text-classification",
             datasets=[self.recipe["data"]["dataset"]] if self.recipe["data"].get("dataset") else None,
-            metrics=[METRIC_TYPES[m] for m in ("accuracy", "macro_f1", "mcc")],
+            metrics=[METRIC_TYPES[m] for m in TASK_METRICS[self.task]],
             tags=["hf_adapt", "text-classification", self.strategy] + (["lora"] if self.strategy == "lora" else []),
             license=self.license,
             model_name=self.name,
@@ -126,12 +130,12 @@ def render_card(card: CardData) -> ModelCard:
         card=card,
         model_ref=card.repo_id or "PATH/TO/THIS/FOLDER",
         base_model_url=card.base_model if Path(card.base_model).exists() else f"https://huggingface.co/{card.base_model}",
-        metric_names=[m for m in ("accuracy", "macro_f1", "mcc", "loss") if any(m in v for v in card.metrics.values())],
+        metric_names=[m for m in (*TASK_METRICS[card.task], "loss") if any(m in v for v in card.metrics.values())],
         per_class={split: {label: values.get(f"f1_{label}") for label in card.labels}
                    for split, values in card.metrics.items()},
         forgetting=card.extra.get("forgetting"),
         adapt=card.recipe["adapt"], optim=card.recipe["optim"], train_cfg=card.recipe["train"],
-        model_cfg=card.recipe["model"],
+        model_cfg=card.recipe["model"], pair=bool(card.recipe["data"].get("text_pair_column")),
     )
 
 

@@ -105,12 +105,14 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
 def add_column_arguments(parser: argparse.ArgumentParser, *, label: bool) -> None:
     parser.add_argument("--text-column", help="Column of the texts; default the model's own data.text_column "
                                               "(from its recipe.yaml), else 'text'.")
+    parser.add_argument("--text-pair-column", help="Column of the second texts, for a model trained on pairs; "
+                                                   "default the model's own data.text_pair_column.")
     if label:
         parser.add_argument("--label-column", help="Column of the labels; default the model's own data.label_column, "
                                                    "else 'label'.")
 
 
-def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str]:
+def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str | None]:
     """The columns to read: the flags given, else those the model was trained on (its saved
     recipe.yaml), else `text` and `label`."""
     import yaml
@@ -119,8 +121,11 @@ def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str]:
     recipe = Path(model_dir) / "recipe.yaml"
     if recipe.is_file():
         saved = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
-    return {"text_column": args.text_column or saved.get("text_column") or "text",
-            "label_column": getattr(args, "label_column", None) or saved.get("label_column") or "label"}
+    columns = {"text_column": args.text_column or saved.get("text_column") or "text",
+               "text_pair_column": args.text_pair_column or saved.get("text_pair_column")}
+    if hasattr(args, "label_column"):
+        columns["label_column"] = args.label_column or saved.get("label_column") or "label"
+    return columns
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +163,7 @@ def run_predict(args: argparse.Namespace) -> int:
     check_positive(args, "batch_size", "max_length")
     check_output_file(args.output, "--output", args.input)
     model_dir = resolve_model(args.model, args.local_root)
-    chunks = open_texts(args.input, model_columns(model_dir, args)["text_column"])
+    chunks = open_texts(args.input, **model_columns(model_dir, args))
     model, tokenizer = load_trained(model_dir, device=resolve_device(args.device))
     write_predictions(prediction_rows(model, tokenizer, chunks, batch_size=args.batch_size,
                                       max_length=args.max_length), args.output)

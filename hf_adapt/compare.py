@@ -113,11 +113,27 @@ def num_encoder_layers(config: RecipeConfig) -> int:
     return int(layers)
 
 
+def check_classification(config: RecipeConfig) -> None:
+    """The report compares accuracies: refuse a regression task before any variant trains."""
+    from hf_adapt.data import load_file, resolve_task
+
+    d = config.data
+    task = d.task
+    if task == "auto" and d.train_file:
+        train = load_file(d.train_file)
+        if d.label_column in train.column_names:
+            task = resolve_task(train[d.label_column], d.train_file, d.label_column)
+    if task == "regression":
+        raise HfAdaptError(f"{config.source}: hf-adapt compare compares accuracies, so it needs a classification "
+                           f"task, and data.task is regression; train the variants with hf-adapt train")
+
+
 def build_variants(recipe: str | Path, overrides: list[str], specs: list[str], report_dir: Path, *,
                    probe: str | None = None, probe_max_rows: int | None = None,
                    overwrite: bool = False) -> tuple[RecipeConfig, list[Variant]]:
     """The base recipe (overrides and probe applied) and one validated recipe per variant spec."""
     base = load_recipe(recipe, overrides)
+    check_classification(base)
     base = _with(base, {}, probe, probe_max_rows, source=base.source)
     variants, seen = [], set()
     for spec in specs:

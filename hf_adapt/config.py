@@ -25,6 +25,9 @@ from hf_adapt.errors import HfAdaptError, shown
 from hf_adapt.probes import detect_probe_kind
 
 STRATEGIES = ("full", "partial", "lora")
+TASKS = ("auto", "single_label", "regression")  # data.task (hf_adapt.data.resolve_task)
+# train.metric_for_best: auto = the task's first (hf_adapt.metrics.TASK_METRICS); mse, mae, loss: lower is better.
+BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "pearson", "spearman", "mse", "mae", "loss")
 # transformers' schedulers that need no arguments beyond warm-up and total steps.
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
@@ -94,7 +97,13 @@ class DataConfig:
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     text_pair_column: str | None = field(default=None, metadata={"help": "Second text column, for pairs."})
-    label_column: str = field(default="label", metadata={"help": "Column holding string or int labels."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the labels (names or class ids), "
+                                                                  "or the number to predict."})
+    task: str = field(
+        default="auto",
+        metadata={"help": "auto | single_label | regression. auto decides from the training labels and says why: "
+                          "names are classes, numbers that are not all whole a regression target."},
+    )
     group_column: str | None = field(
         default=None, metadata={"help": "Column naming each row's group (domain, client, ...), kept as `group`; "
                                         "`hf-adapt groupwise` trains per group."},
@@ -179,7 +188,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Accumulate gradients over N batches."})
     eval_strategy: str = field(default="epoch", metadata={"help": "epoch | steps | no."})
     eval_steps: int | None = field(default=None, metadata={"help": "With eval_strategy=steps: every N steps."})
-    metric_for_best: str = field(default="accuracy", metadata={"help": "accuracy | macro_f1 | mcc | loss."})
+    metric_for_best: str = field(
+        default="auto", metadata={"help": "auto (accuracy; pearson for regression) | accuracy | macro_f1 | mcc | "
+                                          "pearson | spearman | mse | mae | loss."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after N evals without gain."})
     seed: int = field(default=42, metadata={"help": "Seed for data order, splits and initialisation."})
     class_weights: str = field(default="none", metadata={"help": "none | balanced (inverse class frequency)."})
@@ -558,6 +569,9 @@ def validate(config: RecipeConfig) -> list[str]:
         for other, other_value in named[i + 1:]:
             check(value != other_value, f"{key} and {other} are both {shown(value)}: the model would read its answer "
                                         f"(or one text twice); name two different columns")
+    check(d.task in TASKS, f"data.task must be one of {', '.join(TASKS)}, got {shown(d.task)}")
+    check(d.task != "regression" or t.class_weights == "none",
+          "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none")
     check(0.0 < d.validation_fraction < 1.0,
           f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
     for key in ("max_train_samples", "max_eval_samples"):
@@ -607,8 +621,8 @@ def validate(config: RecipeConfig) -> list[str]:
           f"train.eval_strategy must be epoch, steps or no, got {t.eval_strategy!r}")
     check(t.eval_strategy != "steps" or (t.eval_steps or 0) > 0,
           "train.eval_strategy 'steps' needs train.eval_steps > 0")
-    check(t.metric_for_best in ("accuracy", "macro_f1", "mcc", "loss"),
-          f"train.metric_for_best must be accuracy, macro_f1, mcc or loss, got {t.metric_for_best!r}")
+    check(t.metric_for_best in BEST_METRICS,
+          f"train.metric_for_best must be one of {', '.join(BEST_METRICS)}, got {shown(t.metric_for_best)}")
     check(t.early_stopping_patience is None or t.early_stopping_patience > 0,
           f"train.early_stopping_patience must be > 0 or null, got {t.early_stopping_patience}")
     check(t.early_stopping_patience is None or t.eval_strategy != "no",

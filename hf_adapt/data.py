@@ -1,8 +1,12 @@
-"""Data: files or a Hub dataset -> checked splits -> a stable label map -> tokenized splits.
+"""Data: files or a Hub dataset -> checked splits -> the task and its label map -> tokenized splits.
 
 Everything a user can get wrong in their data (a missing file or column, empty texts, labels
-that training never saw, a single class) is caught here, before any model is loaded or any
-output written, and reported as one `HfAdaptError` line naming the file, column and row.
+that training never saw, a single class, a number that is not one) is caught here, before any
+model is loaded or any output written, and reported as one `HfAdaptError` line naming the file,
+column and row.
+
+The task (`data.task`) is `single_label` (one class per text) or `regression` (one number per
+text or pair); `auto` decides from the training labels and says why (`resolve_task`).
 """
 
 from __future__ import annotations
@@ -14,20 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from datasets import Dataset, DatasetDict
 
 from hf_adapt.config import DataConfig, missing_file
-from hf_adapt.errors import first_line, HfAdaptError, verbose
+from hf_adapt.errors import first_line, HfAdaptError, say, verbose
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
+MAX_CLASSES_FROM_NUMBERS = 50  # more distinct whole numbers than this are rarely class ids
 
 
 @dataclass(frozen=True)
 class LabelMap:
-    """The label set, fixed by the training data: ids follow sorted label order, so reruns agree."""
+    """The label set, fixed by the training data: ids follow sorted label order, so reruns agree.
+    For `task="regression"` the one "label" is the name of the number predicted (the label column)."""
 
     labels: tuple[str, ...]
+    task: str = "single_label"
+
+    @property
+    def problem_type(self) -> str:
+        """transformers' `config.problem_type`: which loss, and what `pipeline()` applies to the logits."""
+        return "regression" if self.task == "regression" else "single_label_classification"
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -38,22 +51,28 @@ class LabelMap:
         return {label: i for i, label in enumerate(self.labels)}
 
     def save(self, directory: Path) -> None:
-        payload = {"labels": list(self.labels), "label2id": self.label2id}
+        payload = {"task": self.task, "labels": list(self.labels), "label2id": self.label2id}
         (directory / "labels.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def from_model_config(cls, config: Any) -> "LabelMap":
-        return cls(tuple(config.id2label[i] for i in sorted(config.id2label)))
+        task = "regression" if getattr(config, "problem_type", None) == "regression" else "single_label"
+        return cls(tuple(config.id2label[i] for i in sorted(config.id2label)), task)
 
 
 @dataclass
 class TaskData:
-    """Checked raw splits (columns `text`, optional `text_pair`, `label` as strings, optional `group`)
-    and their labels."""
+    """Checked raw splits (columns `text`, optional `text_pair`, `label`: a string, or a float for
+    regression; optional `group`) and their labels."""
 
     splits: DatasetDict
     label_map: LabelMap
     sources: dict[str, str]
+
+    @property
+    def target_mean(self) -> float | None:
+        """The mean training target of a regression task (where a fresh head starts); else None."""
+        return float(np.mean(self.splits["train"]["label"])) if self.label_map.task == "regression" else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,25 +82,67 @@ class TaskData:
 def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
     """Load, check and normalise the train/validation/test splits a recipe names.
 
-    Returns splits with the user's columns renamed to `text` (+ `text_pair`) and `label` (as
-    strings), a validation split carved from train with `seed` when none is given, and the label
-    map built from the training labels.
+    Returns splits with the user's columns renamed to `text` (+ `text_pair`) and `label` (strings,
+    or floats for regression), a validation split carved from train with `seed` when none is given
+    (stratified by label), and the task's label map built from the training labels.
     """
     raw, sources = _load_raw_splits(config)
+    _check_columns(raw["train"], sources["train"], config)
+    task = resolve_task(raw["train"][config.label_column], sources["train"], config.label_column, config.task)
     if "validation" not in raw:
-        raw = _carve_validation(raw, config.validation_fraction, seed)
-        sources["validation"] = f"{sources['train']} ({config.validation_fraction:.0%} carved out, seed {seed})"
-    splits = DatasetDict({name: _normalise(raw[name], name, sources[name], config) for name in SPLITS if name in raw})
+        raw = _carve_validation(raw, config.validation_fraction, seed,
+                                by=config.label_column if task == "single_label" else None)
+        stratified = ", stratified by label" if task == "single_label" else ""
+        sources["validation"] = f"{sources['train']} ({config.validation_fraction:.0%} carved out{stratified}, seed {seed})"
+    splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
     if config.max_train_samples and len(splits["train"]) > config.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(config.max_train_samples))
     for name in ("validation", "test"):
         if config.max_eval_samples and name in splits and len(splits[name]) > config.max_eval_samples:
             splits[name] = splits[name].shuffle(seed=seed).select(range(config.max_eval_samples))
-    label_map = _build_label_map(splits["train"], sources["train"], config.label_column)
+    label_map = _build_label_map(splits["train"], sources["train"], config.label_column, task)
     for name in ("validation", "test"):
-        if name in splits:
+        if name in splits and task == "single_label":
             _check_known_labels(splits[name], label_map, sources[name], config.label_column)
     return TaskData(splits=splits, label_map=label_map, sources=sources)
+
+
+def resolve_task(values: list[Any], source: str, column: str, requested: str = "auto") -> str:
+    """The task of a label column: `requested` when it is not `auto` (checked against the values),
+    else decided from the values, and said in one line with the reason.
+
+    Label names (strings) are classes; numbers that are not all whole are a regression target;
+    whole numbers are class ids when there are at most `MAX_CLASSES_FROM_NUMBERS` distinct values,
+    and ambiguous (an error naming `data.task`) when there are more.
+    """
+    present = [v for v in values if label_to_str(v) is not None] if requested != "regression" else values
+    if any(isinstance(v, (list, tuple, dict)) for v in present):
+        raise HfAdaptError(f"{source}: column '{column}' holds lists (several labels per text): multi-label "
+                           f"training is not supported yet; give one label per row")
+    if requested == "regression":
+        return requested
+    numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numeric = bool(present) and len(numbers) == len(present)
+    distinct = len(set(present))
+    whole = numeric and all(float(v).is_integer() for v in numbers)
+    if requested == "single_label":
+        if numeric and distinct > MAX_CLASSES_FROM_NUMBERS:
+            raise HfAdaptError(f"{source}: column '{column}' holds {distinct} distinct numbers, which looks like a "
+                               f"number to predict, not classes; set data.task: regression (or name the classes)")
+        return requested
+    if not numeric:
+        why = "holds label names"
+        task = "single_label"
+    elif not whole:
+        example = next(v for v in numbers if not float(v).is_integer())
+        why, task = f"holds numbers that are not whole (e.g. {example:g}): a number to predict", "regression"
+    elif distinct <= MAX_CLASSES_FROM_NUMBERS:
+        why, task = f"holds {distinct} distinct whole numbers, read as class ids", "single_label"
+    else:
+        raise HfAdaptError(f"{source}: column '{column}' holds {distinct} distinct whole numbers: class ids or a "
+                           f"number to predict? set data.task: single_label or data.task: regression")
+    say(f"task: {task} (column '{column}' {why}; data.task sets it)")
+    return task
 
 
 def _load_raw_splits(config: DataConfig) -> tuple[dict[str, Dataset], dict[str, str]]:
@@ -153,7 +214,8 @@ def _load_hub_dataset(config: DataConfig) -> tuple[dict[str, Dataset], dict[str,
     return raw, sources
 
 
-def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int) -> dict[str, Dataset]:
+def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int, by: str | None = None) -> dict[str, Dataset]:
+    """Move a seeded `fraction` of train to validation; stratified by column `by` when given."""
     train = raw["train"]
     if len(train) < 4:
         raise HfAdaptError(f"training data has {len(train)} rows: too few to carve a validation split; "
@@ -162,13 +224,35 @@ def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int) -> di
     if len(train) - carved < 2:
         raise HfAdaptError(f"data.validation_fraction {fraction:g} of {len(train)} training rows leaves "
                            f"{len(train) - carved} to train on; lower it (0.1-0.2 is usual) or give data.validation_file")
-    parts = train.train_test_split(test_size=carved, seed=seed, shuffle=True)
-    return {**raw, "train": parts["train"], "validation": parts["test"]}
+    if by is None:
+        parts = train.train_test_split(test_size=carved, seed=seed, shuffle=True)
+        return {**raw, "train": parts["train"], "validation": parts["test"]}
+    held = stratified_sample(train[by], fraction, seed)
+    kept = sorted(set(range(len(train))) - set(held))
+    return {**raw, "train": train.select(kept), "validation": train.select(held)}
 
 
-def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) -> Dataset:
-    """Check the columns and values, and rename them to text / text_pair / label (string labels),
-    plus `group` when `data.group_column` is set."""
+def stratified_sample(labels: list[Any], fraction: float, seed: int) -> list[int]:
+    """Row indices of a seeded sample holding `fraction` of each label's rows (rounded), at least one
+    of every label with two or more rows, and never a label's last row (training must see it).
+
+    Written here because `Dataset.train_test_split(stratify_by_column=...)` needs a ClassLabel column
+    and, like scikit-learn's `train_test_split`, refuses a label with one row and lets a rare label
+    round away to nothing; this sample keeps every label that can be kept on both sides.
+    """
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        by_label.setdefault(str(label_to_str(label)), []).append(row)
+    held: list[int] = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        take = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
+        held.extend(rng.permutation(rows)[:take].tolist())
+    return sorted(held)
+
+
+def _check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
     keys = {"data.text_column": config.text_column, "data.label_column": config.label_column,
             "data.text_pair_column": config.text_pair_column, "data.group_column": config.group_column}
     missing = [(key, column) for key, column in keys.items() if column is not None and column not in dataset.column_names]
@@ -176,20 +260,49 @@ def _normalise(dataset: Dataset, split: str, source: str, config: DataConfig) ->
         names = " and ".join(f"'{column}'" for _, column in missing)
         raise HfAdaptError(f"{source}: no column{'s' if len(missing) > 1 else ''} {names} (found: {', '.join(dataset.column_names)}); set "
                            f"{' and '.join(key for key, _ in missing)}{_separator_hint(dataset.column_names)}")
+
+
+def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> Dataset:
+    """Check the columns and values, and rename them to text / text_pair / label (string labels, or
+    floats for regression), plus `group` when `data.group_column` is set."""
+    _check_columns(dataset, source, config)
     text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
     for column in text_columns:
         _check_texts(dataset[column], source, column)
-    labels = [label_to_str(v) for v in dataset[config.label_column]]
-    for row, label in enumerate(labels):
-        if label is None:
-            raise HfAdaptError(f"{source}: empty or NaN label in column '{config.label_column}' at data row {row + 1}; "
-                               f"label every row or drop it")
+    labels = read_labels(dataset[config.label_column], source, config.label_column, task)
     columns = {"text": [str(t) for t in dataset[config.text_column]], "label": labels}
     if config.text_pair_column:
         columns["text_pair"] = [str(t) for t in dataset[config.text_pair_column]]
     if config.group_column:
         columns["group"] = _read_groups(dataset[config.group_column], source, config.group_column)
     return Dataset.from_dict(columns)
+
+
+def read_labels(values: list[Any], source: str, column: str, task: str) -> list[str] | list[float]:
+    """A label column's values as the task reads them, training and evaluation alike: strings
+    (`label_to_str`) for classes, floats for regression; a missing or unreadable one is an error
+    naming its row."""
+    labels = [label_to_str(v) for v in values] if task == "single_label" else [_number(v) for v in values]
+    for row, label in enumerate(labels):
+        if label is None:
+            raise HfAdaptError(f"{source}: empty or NaN label in column '{column}' at data row {row + 1}; "
+                               f"label every row or drop it")
+        if isinstance(label, str) and task == "regression":
+            raise HfAdaptError(f"{source}: {label!r} in column '{column}' at data row {row + 1} is not a number, and "
+                               f"data.task is regression; fix the value or drop the row")
+    return labels  # type: ignore[return-value]
+
+
+def _number(value: Any) -> float | str | None:
+    """A regression target as a float; None when missing, the text itself when it is no finite number."""
+    text = label_to_str(value)
+    if text is None or isinstance(value, bool):
+        return None if text is None else text
+    try:
+        number = float(value) if isinstance(value, (int, float)) else float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _separator_hint(columns: list[str]) -> str:
@@ -232,7 +345,12 @@ def label_to_str(value: Any) -> str | None:
     return text or None
 
 
-def _build_label_map(train: Dataset, source: str, column: str) -> LabelMap:
+def _build_label_map(train: Dataset, source: str, column: str, task: str = "single_label") -> LabelMap:
+    if task == "regression":
+        if len(set(train["label"])) < 2:
+            raise HfAdaptError(f"{source}: every row's '{column}' is {train['label'][0]:g}; a regression needs "
+                               f"targets that vary")
+        return LabelMap((column,), task)
     labels = set(train["label"])
     if len(labels) < 2:
         raise HfAdaptError(f"{source}: training data has a single class ({next(iter(labels))!r}) in column "
@@ -307,7 +425,7 @@ def _check_group(splits: DatasetDict, group: str, task: TaskData) -> None:
             raise HfAdaptError(f"{task.sources[name]}: no rows of group {group!r}; every group needs rows in "
                                f"every split (or leave it out of groupwise.groups)")
     missing = sorted(set(task.label_map.labels) - set(splits["train"]["label"]))
-    if missing:
+    if missing and task.label_map.task == "single_label":
         raise HfAdaptError(f"{task.sources['train']}: group {group!r} has no training rows labelled "
                            f"{', '.join(map(repr, missing))}; every group needs every label (or leave it out of "
                            f"groupwise.groups)")
@@ -327,7 +445,8 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
     def encode(batch: dict[str, list]) -> dict[str, list]:
         pair = batch.get("text_pair")
         encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
-        encoded["labels"] = [label2id[label] for label in batch["label"]]
+        encoded["labels"] = (batch["label"] if label_map.task == "regression"
+                             else [label2id[label] for label in batch["label"]])
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 

@@ -7,7 +7,7 @@
 Recipes differ only in the strategy step and their presets (`hf_adapt.config.PRESETS`). Each step
 is one library call; who owns what:
 
-    hf_adapt.data        files → label map → tokenized splits
+    hf_adapt.data        files → task and label map → tokenized splits
     hf_adapt.modeling    model and tokenizer loading; each architecture family's layout
     hf_adapt.strategies  full / partial / LoRA
     hf_adapt.controls    L2-SP, gradual unfreezing, re-initialised layers, the forgetting meter
@@ -39,7 +39,7 @@ from hf_adapt.controls import (
     measure_run_forgetting,
     reinit_top_layers,
 )
-from hf_adapt.data import LabelMap, load_task_data, tokenize_splits
+from hf_adapt.data import LabelMap, load_task_data, TaskData, tokenize_splits
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt
@@ -73,7 +73,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         fingerprint = run_fingerprint(config, task.label_map.labels)  # what a checkpoint of this run depends on
         tokenizer = load_tokenizer(config.model)
         encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
-        model = build_model(config, task.label_map)  # loaded, strategy applied
+        model = build_model(config, task.label_map, target_mean=task.target_mean)  # loaded, strategy applied
         summary = trainable_summary(model)
         say(f"{config.adapt.strategy}: {summary}")
         controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
@@ -96,12 +96,12 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
 
         result = RunResult(
             output_dir=str(paths.output_dir), strategy=config.adapt.strategy, base_model=config.model.name_or_path,
-            labels=list(task.label_map.labels), metrics=metrics,
+            labels=list(task.label_map.labels), task=task.label_map.task, metrics=metrics,
             params={"trainable": summary.trainable, "total": summary.total},
             timings={"setup_s": round(setup_s, 2), "train_s": round(train_s, 2),
                      "eval_s": round(time.perf_counter() - started - setup_s - train_s, 2)},
             train=train_summary(trainer, train_output),
-            data={"sources": task.sources, "rows": {k: len(v) for k, v in task.splits.items()}},
+            data=data_summary(task),
             hardware=hardware_summary(trainer))
         state_dict = gather_state_dict(trainer)  # a collective under FSDP: every rank takes part
         if trainer.is_world_process_zero():
@@ -119,9 +119,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     return result
 
 
-def build_model(config: RecipeConfig, label_map: LabelMap) -> torch.nn.Module:
+def build_model(config: RecipeConfig, label_map: LabelMap, *, target_mean: float | None = None) -> torch.nn.Module:
     """The model a recipe trains: loaded, checked, its dropout set, the update strategy applied."""
-    model = load_model(config.model, label_map, init_from_scratch=config.model.from_scratch)
+    model = load_model(config.model, label_map, init_from_scratch=config.model.from_scratch, target_mean=target_mean)
     check_max_length(config.model, model)
     set_dropout(model, config.model.dropout)  # before LoRA, whose own dropout is adapt.lora_dropout
     return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
@@ -182,6 +182,15 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
         "epoch_seconds": output.metrics.get("epoch_seconds", []),  # from train_with_cache
         "frozen_cache": output.metrics.get("frozen_cache"),
     }
+
+
+def data_summary(task: TaskData) -> dict[str, Any]:
+    """The data a run read: sources and rows per split; for regression, the training targets' range."""
+    summary: dict[str, Any] = {"sources": task.sources, "rows": {k: len(v) for k, v in task.splits.items()}}
+    if task.label_map.task == "regression":
+        targets = task.splits["train"]["label"]
+        summary["target_range"] = [min(targets), max(targets)]
+    return summary
 
 
 def _checkpoint_step(path: str | None) -> int | None:

@@ -126,6 +126,9 @@ def load_groups(config: RecipeConfig) -> tuple[TaskData, dict[str, TaskData]]:
                            f"(data.text_pair_column is set)")
     g, seed = config.groupwise, config.train.seed
     task = load_task_data(config.data, seed=seed)
+    if task.label_map.task != "single_label":
+        raise HfAdaptError(f"{config.source}: hf-adapt groupwise compares accuracies, so it needs a classification "
+                           f"task, and data.task resolved to {task.label_map.task}")
     every = split_by_group(task, max_train_per_group=g.max_train_per_group, seed=seed)
     selected = every
     if g.groups:

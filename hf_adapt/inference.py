@@ -1,4 +1,5 @@
-"""Batched inference with a trained model: `predict` (texts in, labels out) and `evaluate_file`.
+"""Batched inference with a trained model: `predict` (texts in, labels or numbers out) and
+`evaluate_file`. An input is a text, or a `(text, text_pair)` tuple for a model trained on pairs.
 
 Texts are sorted by length and batched, so each batch pads only to its own longest text; the
 results are returned in input order. Inputs are truncated to `max_length` tokens and processed
@@ -22,28 +23,35 @@ from typing import IO, Any, ContextManager, TextIO
 
 import torch
 
-from hf_adapt.data import LabelMap, label_to_str, load_file
+from hf_adapt.data import LabelMap, load_file, read_labels
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.metrics import compute_classification_metrics
+from hf_adapt.metrics import compute_classification_metrics, compute_regression_metrics
 from hf_adapt.modeling import load_trained, max_input_tokens
+
+
+Text = str | tuple[str, str]  # a text, or a (text, text_pair) pair
 
 
 @dataclass
 class Prediction:
-    label: str
+    """A class and its probability; for a regression model `label` is None and `score` the number."""
+
+    label: str | None
     score: float
 
     def to_dict(self) -> dict[str, Any]:
+        if self.label is None:
+            return {"value": round(self.score, 6)}
         return {"label": self.label, "score": round(self.score, 6)}
 
 
-def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
+def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[Text], *, batch_size: int = 64,
                           max_length: int = 256) -> Iterator[tuple[list[int], Any]]:
     """The one batching of texts for a forward pass (predict, eval, forgetting, the reports):
     `(indices, tokenized batch on the model's device)`, shortest texts first, so each batch pads
     only to its own longest text; `indices` put each row's result back in input order. Texts are
     truncated to `max_length` tokens, never past the model's position embeddings."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) if isinstance(texts[i], str) else sum(map(len, texts[i])))
     # Never past the position embeddings: a long untrusted text would crash the model, not be truncated.
     max_length = min(max_length, max_input_tokens(model.config) or max_length)
     device = next(model.parameters()).device
@@ -53,66 +61,88 @@ def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[str], *, b
 
 
 @torch.inference_mode()
-def predict_label_ids(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
-                      max_length: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label ids, probabilities [n, num_labels]) for `texts`, in input order."""
-    probs = torch.empty(len(texts), model.config.num_labels)
+def predict_logits(model: Any, tokenizer: Any, texts: Sequence[Text], *, batch_size: int = 64,
+                   max_length: int = 256) -> torch.Tensor:
+    """The logits [n, num_labels] of `texts`, in input order (fp32, on the CPU)."""
+    logits = torch.empty(len(texts), model.config.num_labels)
     for index, batch in length_sorted_batches(model, tokenizer, texts, batch_size=batch_size, max_length=max_length):
-        probs[index] = model(**batch).logits.float().softmax(-1).cpu()
+        logits[index] = model(**batch).logits.float().cpu()
+    return logits
+
+
+def predict_label_ids(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label ids, probabilities [n, num_labels]) of a classifier for `texts`, in input order."""
+    probs = predict_logits(model, tokenizer, texts, **kwargs).softmax(-1)
     return probs.argmax(-1), probs
 
 
 CHARS_PER_TOKEN = 16  # the first cut; a text whose cut yields fewer than max_length tokens is cut longer
 
 
-def tokenize_bounded(tokenizer: Any, texts: list[str], max_length: int) -> Any:
+def tokenize_bounded(tokenizer: Any, texts: Sequence[Text], max_length: int) -> Any:
     """`tokenizer(texts, truncation=True, max_length=...)`, padded, without tokenizing more of a long
     text than its first `max_length` tokens need: each text is cut to `CHARS_PER_TOKEN * max_length`
     characters, and cut twice as long again while the cut left it short of `max_length` tokens, so
-    the result is the same as tokenizing the whole text."""
+    the result is the same as tokenizing the whole text. Pairs are cut part by part."""
+    parts = [[t] if isinstance(t, str) else list(t) for t in texts]
     limit = CHARS_PER_TOKEN * max_length
-    cut = [text[:limit] for text in texts]
+    cut = [[part[:limit] for part in row] for row in parts]
     while True:
-        batch = tokenizer(cut, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        columns = list(zip(*cut))
+        batch = tokenizer(list(columns[0]), list(columns[1]) if len(columns) > 1 else None, truncation=True,
+                          max_length=max_length, padding=True, return_tensors="pt")
         lengths = batch["attention_mask"].sum(-1).tolist()
-        short = [i for i, text in enumerate(texts) if len(cut[i]) < len(text) and lengths[i] < max_length]
+        short = [i for i, row in enumerate(parts) if lengths[i] < max_length
+                 and any(len(c) < len(p) for c, p in zip(cut[i], row))]
         if not short:
             return batch
         limit *= 2
         for i in short:
-            cut[i] = texts[i][:limit]
+            cut[i] = [part[:limit] for part in parts[i]]
 
 
-def predict(model: Any, tokenizer: Any, texts: list[str], **kwargs: Any) -> list[Prediction]:
-    """Predict the label (and its probability) of each text."""
+def predict(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) -> list[Prediction]:
+    """Predict the label (and its probability) of each text; a regression model's number."""
+    if LabelMap.from_model_config(model.config).task == "regression":
+        return [Prediction(None, float(v)) for v in predict_logits(model, tokenizer, texts, **kwargs)[:, 0]]
     ids, probs = predict_label_ids(model, tokenizer, texts, **kwargs)
     id2label = model.config.id2label
     return [Prediction(id2label[int(i)], float(probs[n, i])) for n, i in enumerate(ids)]
 
 
 def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: str = "text",
-                  label_column: str = "label", batch_size: int = 64, max_length: int = 256,
-                  device: str = "cpu") -> dict[str, float]:
-    """Metrics (accuracy, macro-F1, MCC, per-class F1) of a saved model on a labelled file."""
+                  label_column: str = "label", text_pair_column: str | None = None, batch_size: int = 64,
+                  max_length: int = 256, device: str = "cpu") -> dict[str, float]:
+    """Metrics of a saved model on a labelled file: accuracy, macro-F1, MCC and per-class F1 for a
+    classifier; Pearson, Spearman, MSE and MAE for a regression model."""
     model, tokenizer = load_trained(model_dir, device=device)
     dataset = load_file(data_file)
-    for column in (text_column, label_column):
-        if column not in dataset.column_names:
+    columns = {"--text-column": text_column, "--text-pair-column": text_pair_column, "--label-column": label_column}
+    for flag, column in columns.items():
+        if column is not None and column not in dataset.column_names:
             raise HfAdaptError(f"{data_file}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
-                               f"pass --text-column/--label-column")
+                               f"pass {flag}")
     label_map = LabelMap.from_model_config(model.config)
-    labels = [label_to_str(v) for v in dataset[label_column]]
-    if None in labels:
-        raise HfAdaptError(f"{data_file}: empty or NaN label in column '{label_column}' at data row "
-                           f"{labels.index(None) + 1}; fill it in or drop the row")
+    labels = read_labels(dataset[label_column], str(data_file), label_column, label_map.task)
+    texts = read_inputs(dataset, text_column, text_pair_column)
+    if label_map.task == "regression":
+        values = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)[:, 0]
+        return compute_regression_metrics(values.numpy(), labels)
     unknown = sorted(set(labels) - set(label_map.labels))
     if unknown:
         raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "
                            f"(it knows: {', '.join(label_map.labels)})")
-    texts = [str(t) for t in dataset[text_column]]
     ids, _ = predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     references = [label_map.label2id[label] for label in labels]
     return compute_classification_metrics(ids.numpy(), references, label_map.id2label)
+
+
+def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:
+    """The texts (or text pairs) of a dataset or batch; a missing value reads as ''."""
+    texts = ["" if t is None else str(t) for t in batch[text_column]]
+    if text_pair_column is None:
+        return texts
+    return list(zip(texts, ["" if t is None else str(t) for t in batch[text_pair_column]]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,10 +151,16 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
 CHUNK_ROWS = 4096  # texts read, predicted and written at a time
 
 
-def open_texts(source: str, text_column: str = "text", *, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[str]]:
-    """Chunks of texts from a CSV/JSON(L)/Parquet file (its `text_column`), a .txt file (one text per
-    line), or '-' (stdin lines). The source is checked now; it is read as the chunks are taken. Blank
-    lines are kept (their prediction is empty), so output rows line up with input lines."""
+def open_texts(source: str, text_column: str = "text", text_pair_column: str | None = None, *,
+               chunk_rows: int = CHUNK_ROWS) -> Iterator[list[Text]]:
+    """Chunks of texts from a CSV/JSON(L)/Parquet file (its `text_column`, and `text_pair_column`
+    for pairs), a .txt file (one text per line), or '-' (stdin lines). The source is checked now; it
+    is read as the chunks are taken. Blank lines are kept (their prediction is empty), so output rows
+    line up with input lines."""
+    if text_pair_column is not None and (source == "-" or Path(source).suffix.lower() == ".txt"):
+        raise HfAdaptError(f"predict: the model reads text pairs, so {'stdin' if source == '-' else source} "
+                           f"cannot hold them; give a CSV/JSON(L)/Parquet file with columns '{text_column}' and "
+                           f"'{text_pair_column}'")
     if source == "-":
         if sys.stdin is None or sys.stdin.closed:
             raise HfAdaptError("predict: stdin is closed; pipe texts in or give --input FILE")
@@ -135,16 +171,18 @@ def open_texts(source: str, text_column: str = "text", *, chunk_rows: int = CHUN
             raise HfAdaptError(f"input file {path} not found")
         return _line_chunks(path.open("rb"), str(path), chunk_rows)
     dataset = load_file(path)
-    if text_column not in dataset.column_names:
-        raise HfAdaptError(f"{path}: no column '{text_column}' (found: {', '.join(dataset.column_names)}); "
-                           f"pass --text-column")
-    return (["" if t is None else str(t) for t in batch[text_column]]
-            for batch in dataset.select_columns([text_column]).iter(batch_size=chunk_rows))
+    columns = [c for c in (text_column, text_pair_column) if c is not None]
+    for column, flag in zip(columns, ("--text-column", "--text-pair-column")):
+        if column not in dataset.column_names:
+            raise HfAdaptError(f"{path}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
+                               f"pass {flag}")
+    return (read_inputs(batch, text_column, text_pair_column)
+            for batch in dataset.select_columns(columns).iter(batch_size=chunk_rows))
 
 
-def read_texts(source: str, text_column: str = "text") -> list[str]:
+def read_texts(source: str, text_column: str = "text", text_pair_column: str | None = None) -> list[Text]:
     """Every text of `open_texts`, as one list."""
-    return list(itertools.chain.from_iterable(open_texts(source, text_column)))
+    return list(itertools.chain.from_iterable(open_texts(source, text_column, text_pair_column)))
 
 
 def _line_chunks(opened: ContextManager[IO], name: str, chunk_rows: int) -> Iterator[list[str]]:
@@ -219,11 +257,19 @@ def _write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, *, csv_format: b
     return count
 
 
-def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[str]], **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """`{"text", "label", "score"}` for every text of every chunk, predicted a chunk at a time; a
-    blank text gets an empty prediction (label and score null), so rows keep their input's order."""
+def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[Text]], **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """`{"text", "label", "score"}` (`{"text", "value"}` from a regression model; `text_pair` too for
+    pairs) for every text of every chunk, predicted a chunk at a time; a blank text gets an empty
+    prediction (nulls), so rows keep their input's order."""
+    empty = {key: None for key in Prediction(None if LabelMap.from_model_config(model.config).task == "regression"
+                                                   else "", 0.0).to_dict()}
     for texts in chunks:
-        filled = [i for i, text in enumerate(texts) if text.strip()]
+        filled = [i for i, text in enumerate(texts) if all(part.strip() for part in _parts(text))]
         predictions = dict(zip(filled, predict(model, tokenizer, [texts[i] for i in filled], **kwargs)))
         for i, text in enumerate(texts):
-            yield {"text": text, **(predictions[i].to_dict() if i in predictions else {"label": None, "score": None})}
+            given = {"text": text} if isinstance(text, str) else {"text": text[0], "text_pair": text[1]}
+            yield {**given, **(predictions[i].to_dict() if i in predictions else empty)}
+
+
+def _parts(text: Text) -> tuple[str, ...]:
+    return (text,) if isinstance(text, str) else tuple(text)

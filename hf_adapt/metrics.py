@@ -1,9 +1,9 @@
-"""Classification metrics that work offline.
+"""Classification and regression metrics that work offline.
 
 `evaluate.load("accuracy")` downloads the metric script from the Hugging Face Hub, so it fails
 on an air-gapped machine or with `HF_HUB_OFFLINE=1`. hf_adapt ships its own metric modules in
 `hf_adapt/metric_modules/<name>/<name>.py` and loads them by path, which `evaluate` resolves
-locally without touching the network.
+locally without touching the network. Regression metrics come from scipy and scikit-learn.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction
 
 METRIC_NAMES = ("accuracy", "macro_f1", "mcc")
-"""The metrics a recipe can select as its best-checkpoint metric (all: higher is better)."""
+"""The single-label metrics a recipe can select as its best-checkpoint metric (all: higher is better)."""
+TASK_METRICS = {"single_label": METRIC_NAMES, "regression": ("pearson", "spearman", "mse", "mae")}
+"""Each task's metrics; the first is what `train.metric_for_best: auto` selects."""
+LOWER_IS_BETTER = ("mse", "mae", "loss")
 
 _MODULES_DIR = Path(__file__).parent / "metric_modules"
 _MODULE_NAMES = ("accuracy", "f1", "matthews_correlation")
@@ -91,12 +94,41 @@ def compute_classification_metrics(
     return {key: float(value) for key, value in scores.items()}
 
 
-def build_compute_metrics(id2label: Mapping[int, str]) -> Callable[[EvalPrediction], dict[str, float]]:
+def compute_regression_metrics(predictions: ArrayLike, references: ArrayLike) -> dict[str, float]:
+    """Score predicted numbers: Pearson and Spearman correlation, mean squared and absolute error.
+    A constant prediction has no correlation: scipy's NaN is reported as 0.0."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    predictions, references = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+    constant = np.ptp(predictions) == 0 or np.ptp(references) == 0
+    return {
+        "pearson": 0.0 if constant else float(pearsonr(predictions, references).statistic),
+        "spearman": 0.0 if constant else float(spearmanr(predictions, references).statistic),
+        "mse": float(mean_squared_error(references, predictions)),
+        "mae": float(mean_absolute_error(references, predictions)),
+    }
+
+
+def best_metric(name: str, task: str) -> str:
+    """`train.metric_for_best` for `task`: `auto` resolved, a metric of another task refused."""
+    if name == "auto":
+        return TASK_METRICS[task][0]
+    if name != "loss" and name not in TASK_METRICS[task]:
+        raise HfAdaptError(f"train.metric_for_best {name!r} does not score a {task} task; use "
+                           f"{', '.join(TASK_METRICS[task])}, loss or auto")
+    return name
+
+
+def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label"
+                          ) -> Callable[[EvalPrediction], dict[str, float]]:
     """Build the `compute_metrics` function for `transformers.Trainer`.
 
     Args:
         id2label (`Mapping[int, str]`):
             Class id to label name, e.g. `model.config.id2label`.
+        task (`str`, defaults to `"single_label"`):
+            `"regression"` scores the one output as a number (`compute_regression_metrics`).
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: takes the logits and labels of an
@@ -108,6 +140,8 @@ def build_compute_metrics(id2label: Mapping[int, str]) -> Callable[[EvalPredicti
         # Models asked for hidden states or attentions return a tuple; the logits come first.
         if isinstance(logits, tuple):
             logits = logits[0]
+        if task == "regression":
+            return compute_regression_metrics(np.asarray(logits).reshape(-1), eval_prediction.label_ids)
         predictions = np.argmax(logits, axis=-1)
         return compute_classification_metrics(predictions, eval_prediction.label_ids, id2label)
 

@@ -99,17 +99,28 @@ def check_tokenizer(tokenizer: Any, where: str) -> None:
               f"for a vocabulary of another language, otherwise check its tokenizer files")
 
 
-def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False) -> PreTrainedModel:
-    """A sequence-classification model with a fresh head for `label_map` (safetensors weights only).
+def load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool = False,
+               target_mean: float | None = None) -> PreTrainedModel:
+    """A sequence-classification model with a fresh head for `label_map` (safetensors weights only);
+    a fresh regression head starts at `target_mean` (`start_at_the_mean`).
 
     With `config.init_from` (an earlier hf_adapt output) the weights, head included, come from that
     run instead; see `load_init_from`.
     """
+    model = _load_model(config, label_map, init_from_scratch=init_from_scratch, target_mean=target_mean)
+    if target_mean is not None and not config.init_from:
+        start_at_the_mean(model, target_mean)
+    return model
+
+
+def _load_model(config: ModelConfig, label_map: LabelMap, *, init_from_scratch: bool,
+                target_mean: float | None) -> PreTrainedModel:
     if config.init_from:
-        return load_init_from(config.init_from, label_map)
+        return load_init_from(config.init_from, label_map, target_mean=target_mean)
     path = resolve_model_path(config.name_or_path)
     check_local_model(path, "model.name_or_path", weights=not init_from_scratch)
-    kwargs = dict(num_labels=len(label_map.labels), id2label=label_map.id2label, label2id=label_map.label2id)
+    kwargs = dict(num_labels=len(label_map.labels), id2label=label_map.id2label, label2id=label_map.label2id,
+                  problem_type=label_map.problem_type)
     try:
         model_config = AutoConfig.from_pretrained(path, revision=config.revision,
                                                   trust_remote_code=config.trust_remote_code, **kwargs)
@@ -331,7 +342,7 @@ def set_dropout(model: nn.Module, probability: float | None) -> None:
             module.p = probability
 
 
-def load_init_from(directory: str | Path, label_map: LabelMap) -> PreTrainedModel:
+def load_init_from(directory: str | Path, label_map: LabelMap, *, target_mean: float | None = None) -> PreTrainedModel:
     """Continue from an earlier hf_adapt output (a plain model or a LoRA adapter with its head).
 
     Same labels: every weight, the head included, starts where the earlier run ended. A changed
@@ -340,16 +351,19 @@ def load_init_from(directory: str | Path, label_map: LabelMap) -> PreTrainedMode
     """
     model, _ = load_trained(directory)
     old = LabelMap.from_model_config(model.config)
-    if old.labels != label_map.labels:
-        say(f"model.init_from {directory}: labels changed from [{', '.join(old.labels)}] to "
-              f"[{', '.join(label_map.labels)}]; keeping the encoder, starting a fresh classifier output "
-              f"layer with {len(label_map.labels)} outputs")
+    if old != label_map:
+        what = (f"task changed from {old.task} to {label_map.task}" if old.task != label_map.task else
+                f"labels changed from [{', '.join(old.labels)}] to [{', '.join(label_map.labels)}]")
+        say(f"model.init_from {directory}: {what}; keeping the encoder, starting a fresh classifier output "
+            f"layer with {len(label_map.labels)} outputs")
         replace_output_layer(model, label_map)
+        if target_mean is not None:
+            start_at_the_mean(model, target_mean)
     return model.train()
 
 
-def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
-    """Swap the head's last Linear (the one producing the logits) for a fresh one sized for `label_map`."""
+def output_layer(model: PreTrainedModel) -> tuple[nn.Module, str]:
+    """(parent module, attribute name) of the head's last Linear, the one producing the logits."""
     layout = encoder_layout(model)
     encoder_params = {id(p) for m in layout.embeddings + layout.layers for p in m.parameters()}
     outputs = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
@@ -358,7 +372,23 @@ def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
         raise HfAdaptError(f"{type(model).__name__}: no classifier output layer with {model.config.num_labels} "
                            f"outputs found; cannot resize the head")
     parent_name, _, attr = outputs[-1].rpartition(".")  # the last such Linear is the one giving logits
-    parent = model.get_submodule(parent_name)
+    return model.get_submodule(parent_name), attr
+
+
+def start_at_the_mean(model: PreTrainedModel, mean: float) -> None:
+    """A fresh regression head predicts the training targets' mean from the first step: its bias is
+    set to it. Its outputs start near 0, and from there the optimizer, at an encoder's learning rate,
+    needs hundreds of steps just to reach a target's scale (STS-B's 0-5)."""
+    parent, attr = output_layer(model)
+    bias = getattr(parent, attr).bias
+    if bias is not None:
+        with torch.no_grad():
+            bias.fill_(mean)
+
+
+def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
+    """Swap the head's last Linear (the one producing the logits) for a fresh one sized for `label_map`."""
+    parent, attr = output_layer(model)
     old = getattr(parent, attr)
     new = nn.Linear(old.in_features, len(label_map.labels), bias=old.bias is not None,
                     device=old.weight.device, dtype=old.weight.dtype)
@@ -369,6 +399,7 @@ def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
     setattr(parent, attr, new)
     model.config.num_labels = len(label_map.labels)
     model.config.id2label, model.config.label2id = label_map.id2label, label_map.label2id
+    model.config.problem_type = label_map.problem_type
     if hasattr(model, "num_labels"):
         model.num_labels = len(label_map.labels)
 

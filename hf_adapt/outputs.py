@@ -70,6 +70,7 @@ class RunResult:
     data: dict[str, Any]  # sources and row counts per split
     hardware: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. forgetting results
+    task: str = "single_label"  # or "regression": `labels` is then the name of the number predicted
     hf_adapt_version: str = hf_adapt.__version__
 
     def to_dict(self) -> dict[str, Any]:

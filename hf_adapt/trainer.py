@@ -29,7 +29,7 @@ from hf_adapt.config import RecipeConfig
 from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
-from hf_adapt.metrics import build_compute_metrics
+from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER
 from hf_adapt.optim import build_optimizer
 
 OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
@@ -47,9 +47,11 @@ class AdaptTrainer(Trainer):
     loss_is_scaled_for_ga = False  # our loss is a per-batch mean: let Trainer divide it for accumulation
 
     def __init__(self, *args: Any, recipe: RecipeConfig, optimizer_builder: OptimizerBuilder,
-                 class_weights: torch.Tensor | None = None, loss_terms: Sequence[LossTerm] = (), **kwargs: Any):
+                 class_weights: torch.Tensor | None = None, loss_terms: Sequence[LossTerm] = (),
+                 task: str = "single_label", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
+        self.task = task  # hf_adapt.data.LabelMap.task: single_label (cross-entropy) or regression (MSE)
         self.optimizer_builder = optimizer_builder
         self.class_weights = class_weights
         self.loss_terms = list(loss_terms)
@@ -87,8 +89,11 @@ class AdaptTrainer(Trainer):
             outputs = self.prefix_cache.forward(model, inputs, index, split)
         else:
             outputs = model(**inputs)
-        weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
-        loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
+        if self.task == "regression":  # as transformers' own heads compute it
+            loss = F.mse_loss(outputs.logits.float().squeeze(-1), labels.float())
+        else:
+            weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
+            loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
         for term in self.loss_terms:
             loss = loss + term(model)
         return (loss, outputs) if return_outputs else loss
@@ -163,7 +168,7 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
             `build_optimizer(model, config.optim)`.
         loss_terms (*optional*): penalties added to the loss (L2-SP).
     """
-    args = build_training_arguments(config, work_dir)
+    args = build_training_arguments(config, work_dir, label_map.task)
     if not config.train.resume:  # what is there is an old run's (--overwrite) or holds no checkpoint
         with args.main_process_first(desc="clearing the old work directory"):  # one rank deletes, the rest wait
             if args.process_index == 0 and work_dir.exists():
@@ -178,21 +183,23 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.train.pad_to_multiple_of),
-        compute_metrics=build_compute_metrics(label_map.id2label),
+        compute_metrics=build_compute_metrics(label_map.id2label, label_map.task),
         callbacks=callbacks,
         recipe=config,
         optimizer_builder=optimizer or (lambda m: build_optimizer(m, config.optim)),
         class_weights=balanced_class_weights(encoded["train"], label_map) if config.train.class_weights == "balanced" else None,
         loss_terms=loss_terms,
+        task=label_map.task,
     )
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ProgressToStderr)
     return trainer
 
 
-def build_training_arguments(config: RecipeConfig, work_dir: Path) -> TrainingArguments:
+def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "single_label") -> TrainingArguments:
     t, o = config.train, config.optim
     evaluating = t.eval_strategy != "no"
+    metric = best_metric(t.metric_for_best, task)
     precision = resolve_mixed_precision(t.mixed_precision)
     return TrainingArguments(
         output_dir=str(work_dir),
@@ -212,8 +219,8 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path) -> TrainingAr
         save_steps=t.eval_steps,
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=evaluating,
-        metric_for_best_model=t.metric_for_best if evaluating else None,
-        greater_is_better=t.metric_for_best != "loss" if evaluating else None,
+        metric_for_best_model=metric if evaluating else None,
+        greater_is_better=metric not in LOWER_IS_BETTER if evaluating else None,
         logging_steps=t.logging_steps,
         report_to=["tensorboard"] if t.tensorboard else [],
         seed=t.seed,

@@ -154,6 +154,39 @@ CASES = [
         "{root}/tabs.csv: no columns 'text' and 'label' (found: text\tlabel); set data.text_column and "
         "data.label_column, or, as the file separates "
         "columns with a tab, save it comma-separated (or name it .tsv)"),
+    # The task (data.task) and its labels
+    Bad("regression-not-a-number", lambda w: w.train(data={"train_file": w.file("r.csv", "text,label\ngood,1.5\nbad,high\nok,2.5\nmeh,0.5\n"),
+                                                           "task": "regression"}),
+        "{root}/r.csv: 'high' in column 'label' at data row 2 is not a number, and data.task is regression; fix the "
+        "value or drop the row"),
+    Bad("regression-not-a-number-in-validation", lambda w: w.train(
+        data={"task": "regression", "train_file": w.file("r.csv", "text,label\ngood,1.5\nbad,0.5\nok,2.5\n"),
+              "validation_file": w.file("v.csv", "text,label\ngood,1.5\nbad,lots\n")}),
+        "{root}/v.csv: 'lots' in column 'label' at data row 2 is not a number, and data.task is regression"),
+    Bad("regression-constant-target", lambda w: w.train(data={"train_file": w.file("c.csv", "text,label\na,2.5\nb,2.5\nc,2.5\n"),
+                                                              "validation_file": w.file("cv.csv", "text,label\na,2.5\n"),
+                                                              "test_file": None, "task": "regression"}),
+        "{root}/c.csv: every row's 'label' is 2.5; a regression needs targets that vary"),
+    Bad("auto-many-whole-numbers", lambda w: w.train_on("train_file", "ids.csv", "text,label\n" + "".join(
+        f"text {i},{i}\n" for i in range(60))),
+        "{root}/ids.csv: column 'label' holds 60 distinct whole numbers: class ids or a number to predict? set "
+        "data.task: single_label or data.task: regression"),
+    Bad("single-label-many-numbers", lambda w: w.train(data={"task": "single_label", "train_file": w.file(
+        "n.csv", "text,label\n" + "".join(f"text {i},{i / 7:.3f}\n" for i in range(60)))}),
+        "{root}/n.csv: column 'label' holds 60 distinct numbers, which looks like a number to predict, not classes; "
+        "set data.task: regression (or name the classes)"),
+    Bad("label-lists", lambda w: w.train_on("train_file", "multi.jsonl", "".join(
+        json.dumps({"text": f"text {i}", "label": ["joy", "love"][: 1 + i % 2]}) + "\n" for i in range(8))),
+        "{root}/multi.jsonl: column 'label' holds lists (several labels per text): multi-label training is not "
+        "supported yet; give one label per row"),
+    Bad("task-unknown", lambda w: w.train(data={"task": "multilabel"}),
+        "data.task must be one of auto, single_label, regression, got 'multilabel'"),
+    Bad("metric-of-another-task", lambda w: w.train(data={"train_file": w.file("f.csv", "text,label\na,0.5\nb,1.5\nc,2.5\nd,3.5\n"),
+                                                          "validation_file": w.file("fv.csv", "text,label\na,0.5\nb,1.5\n"),
+                                                          "test_file": None},
+                                                    train={"metric_for_best": "accuracy"}),
+        "train.metric_for_best 'accuracy' does not score a regression task; use pearson, spearman, mse, mae, loss or "
+        "auto"),
     Bad("json-malformed", lambda w: w.train_on("train_file", "bad.json", '[{"text": "good", "label": '),
         "{root}/bad.json: could not be read as JSON"),
     Bad("jsonl-malformed-line", lambda w: w.train_on("train_file", "bad.jsonl",

@@ -114,7 +114,7 @@ def test_every_field_has_help_and_is_described():
 
 
 @pytest.mark.parametrize("name", ["quickstart_intents", "minilm_sst2_full", "minilm_sst2_partial",
-                                  "minilm_sst2_features", "minilm_sst2_lora"])
+                                  "minilm_sst2_features", "minilm_sst2_lora", "minilm_stsb_regression"])
 def test_shipped_train_recipes_load_and_show_their_command(name):
     path = REPO / "recipes" / f"{name}.yaml"
 
@@ -212,7 +212,11 @@ def test_partial_that_freezes_nothing_is_an_error():
     ({"adapt": {"strategy": "lora", "lora_target_modules": []}}, "must name at least one module"),
     ({"train": {"eval_strategy": "steps"}}, "train.eval_strategy 'steps' needs train.eval_steps > 0"),
     ({"train": {"eval_strategy": "no", "early_stopping_patience": 2}}, "early_stopping_patience needs evaluation"),
-    ({"train": {"metric_for_best": "f1"}}, "train.metric_for_best must be accuracy, macro_f1, mcc or loss, got 'f1'"),
+    ({"train": {"metric_for_best": "f1"}}, "train.metric_for_best must be one of auto, accuracy, macro_f1, mcc, "
+                                           "pearson, spearman, mse, mae, loss, got 'f1'"),
+    ({"data": {**DATA, "task": "multi"}}, "data.task must be one of auto, single_label, regression, got 'multi'"),
+    ({"data": {**DATA, "task": "regression"}, "train": {"class_weights": "balanced"}},
+     "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none"),
     ({"hub": {"push": True}}, "hub.push is true but hub.repo_id is not set"),
     ({"hub": {"repo_id": "no-slash"}}, "hub.repo_id must look like ORG/NAME, got 'no-slash'"),
     ({"hub": {"what": "adapter"}}, "hub.what 'adapter' needs adapt.strategy 'lora'"),

@@ -60,7 +60,7 @@ def test_label_map_round_trips_through_a_model_config(tmp_path):
 
     label_map.save(tmp_path)
     saved = json.loads((tmp_path / "labels.json").read_text())
-    assert saved == {"labels": ["negative", "neutral", "positive"],
+    assert saved == {"task": "single_label", "labels": ["negative", "neutral", "positive"],
                      "label2id": {"negative": 0, "neutral": 1, "positive": 2}}
     assert LabelMap.from_model_config(model_config) == label_map
 
@@ -92,7 +92,7 @@ def test_validation_is_carved_from_train_reproducibly_with_the_seed(tmp_path):
     assert first.splits["train"]["text"] == again.splits["train"]["text"]
     assert set(first.splits["validation"]["text"]) != set(other_seed.splits["validation"]["text"])
     assert not set(first.splits["validation"]["text"]) & set(first.splits["train"]["text"])
-    assert "20% carved out, seed 1" in first.sources["validation"]
+    assert "20% carved out, stratified by label, seed 1" in first.sources["validation"]
     assert "test" not in first.splits
 
 
