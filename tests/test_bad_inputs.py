@@ -374,7 +374,7 @@ CASES = [
     Bad("hub-revision-in-recipe", lambda w: w.train(hub={"push": True, "repo_id": "me/m", "revision": "x.lock"}),
         "hub.revision 'x.lock': no part of a branch name may start with '.', end with '.lock'"),
     Bad("eval-label-empty", lambda w: ["eval", "--model", str(w.model), "--data", w.file("e.csv", TEXTS + "meh,\n")],
-        "{root}/e.csv: empty or NaN label in column 'label' at data row 3; fill it in or drop the row"),
+        "{root}/e.csv: empty or NaN label in column 'label' at data row 3; label every row or drop it"),
     # --- hub settings
     Bad("hub-push-without-repo", lambda w: w.train(hub={"push": True}), "hub.push is true but hub.repo_id is not set"),
     Bad("hub-repo-id-malformed", lambda w: w.train(hub={"push": True, "repo_id": "just-a-name"}),
