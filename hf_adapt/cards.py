@@ -25,7 +25,8 @@ TEMPLATE_DIR = next(p for p in (Path(__file__).resolve().parent / "model_cards",
                                 Path(__file__).resolve().parent.parent / "model_cards") if p.is_dir())
 TEMPLATE = "classifier.md.j2"  # one template: model and adapter cards differ only in how to load
 # Our metric name -> the Hub's metric type id (used by model-index and the leaderboards).
-METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "mcc": "matthews_correlation", "pearson": "pearsonr",
+METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "micro_f1": "f1", "samples_f1": "f1",
+                "subset_accuracy": "accuracy", "mcc": "matthews_correlation", "pearson": "pearsonr",
                 "spearman": "spearmanr", "mse": "mse", "mae": "mae", "loss": "loss"}
 
 
@@ -103,7 +104,7 @@ class CardData:
             library_name="peft" if self.kind == "adapter" else "transformers",
             pipeline_tag="text-classification",
             datasets=[self.recipe["data"]["dataset"]] if self.recipe["data"].get("dataset") else None,
-            metrics=[METRIC_TYPES[m] for m in TASK_METRICS[self.task]],
+            metrics=list(dict.fromkeys(METRIC_TYPES[m] for m in TASK_METRICS[self.task])),
             tags=["hf_adapt", "text-classification", self.strategy] + (["lora"] if self.strategy == "lora" else []),
             license=self.license,
             model_name=self.name,
@@ -130,7 +131,8 @@ def render_card(card: CardData) -> ModelCard:
         card=card,
         model_ref=card.repo_id or "PATH/TO/THIS/FOLDER",
         base_model_url=card.base_model if Path(card.base_model).exists() else f"https://huggingface.co/{card.base_model}",
-        metric_names=[m for m in (*TASK_METRICS[card.task], "loss") if any(m in v for v in card.metrics.values())],
+        metric_names=[m for m in (*TASK_METRICS[card.task], *(f"{m}_at_0.5" for m in TASK_METRICS[card.task]), "loss")
+                      if any(m in v for v in card.metrics.values())],
         per_class={split: {label: values.get(f"f1_{label}") for label in card.labels}
                    for split, values in card.metrics.items()},
         forgetting=card.extra.get("forgetting"),

@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hf_adapt.errors import HfAdaptError
 
@@ -112,7 +113,7 @@ def add_column_arguments(parser: argparse.ArgumentParser, *, label: bool) -> Non
                                                    "else 'label'.")
 
 
-def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str | None]:
+def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
     """The columns to read: the flags given, else those the model was trained on (its saved
     recipe.yaml), else `text` and `label`."""
     import yaml
@@ -123,8 +124,10 @@ def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, str | N
         saved = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
     columns = {"text_column": args.text_column or saved.get("text_column") or "text",
                "text_pair_column": args.text_pair_column or saved.get("text_pair_column")}
-    if hasattr(args, "label_column"):
+    if hasattr(args, "label_column"):  # eval: where the labels are, and how a multi-label row holds them
         columns["label_column"] = args.label_column or saved.get("label_column") or "label"
+        columns["label_separator"] = saved.get("label_separator")
+        columns["label_columns"] = saved.get("label_columns")
     return columns
 
 

@@ -114,18 +114,18 @@ def num_encoder_layers(config: RecipeConfig) -> int:
 
 
 def check_classification(config: RecipeConfig) -> None:
-    """The report compares accuracies: refuse a regression task before any variant trains."""
-    from hf_adapt.data import load_file, resolve_task
+    """The report compares accuracies: refuse a regression or multi-label task before any variant trains."""
+    from hf_adapt.data import load_file, task_of
 
     d = config.data
     task = d.task
     if task == "auto" and d.train_file:
         train = load_file(d.train_file)
-        if d.label_column in train.column_names:
-            task = resolve_task(train[d.label_column], d.train_file, d.label_column)
-    if task == "regression":
-        raise HfAdaptError(f"{config.source}: hf-adapt compare compares accuracies, so it needs a classification "
-                           f"task, and data.task is regression; train the variants with hf-adapt train")
+        if d.label_columns or d.label_column in train.column_names:
+            task = task_of(train, d.train_file, d)
+    if task in ("regression", "multi_label"):
+        raise HfAdaptError(f"{config.source}: hf-adapt compare compares accuracies, so it needs a single-label "
+                           f"task, and data.task is {task}; train the variants with hf-adapt train")
 
 
 def build_variants(recipe: str | Path, overrides: list[str], specs: list[str], report_dir: Path, *,

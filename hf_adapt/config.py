@@ -25,9 +25,10 @@ from hf_adapt.errors import HfAdaptError, shown
 from hf_adapt.probes import detect_probe_kind
 
 STRATEGIES = ("full", "partial", "lora")
-TASKS = ("auto", "single_label", "regression")  # data.task (hf_adapt.data.resolve_task)
+TASKS = ("auto", "single_label", "multi_label", "regression")  # data.task (hf_adapt.data.resolve_task)
 # train.metric_for_best: auto = the task's first (hf_adapt.metrics.TASK_METRICS); mse, mae, loss: lower is better.
-BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "pearson", "spearman", "mse", "mae", "loss")
+BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "micro_f1", "samples_f1", "subset_accuracy", "pearson",
+                "spearman", "mse", "mae", "loss")
 # transformers' schedulers that need no arguments beyond warm-up and total steps.
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
@@ -101,9 +102,15 @@ class DataConfig:
                                                                   "or the number to predict."})
     task: str = field(
         default="auto",
-        metadata={"help": "auto | single_label | regression. auto decides from the training labels and says why: "
-                          "names are classes, numbers that are not all whole a regression target."},
+        metadata={"help": "auto | single_label | multi_label | regression. auto decides from the training labels "
+                          "and says why: names are classes, lists (or label_separator, label_columns) several "
+                          "labels per text, numbers that are not all whole a regression target."},
     )
+    label_separator: str | None = field(
+        default=None, metadata={"help": "multi_label: labels in one string column, split on this, e.g. ';'."})
+    label_columns: list[str] | None = field(
+        default=None, metadata={"help": "multi_label: one 0/1 column per label, e.g. [anger, fear, joy] (instead of "
+                                        "label_column)."})
     group_column: str | None = field(
         default=None, metadata={"help": "Column naming each row's group (domain, client, ...), kept as `group`; "
                                         "`hf-adapt groupwise` trains per group."},
@@ -570,6 +577,17 @@ def validate(config: RecipeConfig) -> list[str]:
             check(value != other_value, f"{key} and {other} are both {shown(value)}: the model would read its answer "
                                         f"(or one text twice); name two different columns")
     check(d.task in TASKS, f"data.task must be one of {', '.join(TASKS)}, got {shown(d.task)}")
+    if d.label_separator is not None or d.label_columns is not None:
+        check(d.task in ("auto", "multi_label"), f"data.label_separator and data.label_columns give several labels "
+                                                 f"per text, and data.task is {d.task!r}; set data.task: multi_label")
+        check(d.label_separator is None or d.label_columns is None,
+              "data.label_separator splits one label column, data.label_columns names several: give one of them")
+    check(d.label_separator is None or d.label_separator.strip() != "",
+          "data.label_separator must be a non-blank string such as ';' or '|'")
+    check(d.label_columns is None or (len(d.label_columns) >= 2 and len(set(d.label_columns)) == len(d.label_columns)),
+          f"data.label_columns must name at least two distinct columns, got {shown(d.label_columns)}")
+    check(not set(d.label_columns or ()) & {d.text_column, d.text_pair_column},
+          "data.label_columns must not name a text column: the model would read its answer")
     check(d.task != "regression" or t.class_weights == "none",
           "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none")
     check(0.0 < d.validation_fraction < 1.0,

@@ -5,8 +5,9 @@ that training never saw, a single class, a number that is not one) is caught her
 model is loaded or any output written, and reported as one `HfAdaptError` line naming the file,
 column and row.
 
-The task (`data.task`) is `single_label` (one class per text) or `regression` (one number per
-text or pair); `auto` decides from the training labels and says why (`resolve_task`).
+The task (`data.task`) is `single_label` (one class per text), `multi_label` (a set of labels per
+text: JSON lists, `data.label_separator` strings or 0/1 `data.label_columns`) or `regression` (one
+number per text or pair); `auto` decides from the training labels and says why (`task_of`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from hf_adapt.config import DataConfig, missing_file
-from hf_adapt.errors import first_line, HfAdaptError, say, verbose
+from hf_adapt.errors import first_line, HfAdaptError, say, shown, verbose
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
 MAX_CLASSES_FROM_NUMBERS = 50  # more distinct whole numbers than this are rarely class ids
+PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
+                 "regression": "regression"}  # data.task -> transformers' config.problem_type
 
 
 @dataclass(frozen=True)
 class LabelMap:
     """The label set, fixed by the training data: ids follow sorted label order, so reruns agree.
-    For `task="regression"` the one "label" is the name of the number predicted (the label column)."""
+    For `task="regression"` the one "label" is the name of the number predicted (the label column);
+    for `task="multi_label"` every label is one independent yes/no output."""
 
     labels: tuple[str, ...]
     task: str = "single_label"
@@ -40,7 +44,7 @@ class LabelMap:
     @property
     def problem_type(self) -> str:
         """transformers' `config.problem_type`: which loss, and what `pipeline()` applies to the logits."""
-        return "regression" if self.task == "regression" else "single_label_classification"
+        return PROBLEM_TYPES[self.task]
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -56,8 +60,17 @@ class LabelMap:
 
     @classmethod
     def from_model_config(cls, config: Any) -> "LabelMap":
-        task = "regression" if getattr(config, "problem_type", None) == "regression" else "single_label"
+        tasks = {problem: task for task, problem in PROBLEM_TYPES.items()}
+        task = tasks.get(getattr(config, "problem_type", None) or "", "single_label")
         return cls(tuple(config.id2label[i] for i in sorted(config.id2label)), task)
+
+    def multi_hot(self, labels: list[str]) -> list[float]:
+        """A multi-label row's labels as the 0/1 vector the model is trained on."""
+        ids = self.label2id
+        vector = [0.0] * len(self.labels)
+        for label in labels:
+            vector[ids[label]] = 1.0
+        return vector
 
 
 @dataclass
@@ -88,39 +101,65 @@ def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
     """
     raw, sources = _load_raw_splits(config)
     _check_columns(raw["train"], sources["train"], config)
-    task = resolve_task(raw["train"][config.label_column], sources["train"], config.label_column, config.task)
+    task = task_of(raw["train"], sources["train"], config)
     if "validation" not in raw:
-        raw = _carve_validation(raw, config.validation_fraction, seed,
-                                by=config.label_column if task == "single_label" else None)
-        stratified = ", stratified by label" if task == "single_label" else ""
-        sources["validation"] = f"{sources['train']} ({config.validation_fraction:.0%} carved out{stratified}, seed {seed})"
+        strata = None
+        if task == "single_label":
+            strata = raw["train"][config.label_column]
+        elif task == "multi_label":  # each row by its rarest label
+            strata = rarest_labels(read_task_labels(raw["train"], sources["train"], config, task))
+        raw = _carve_validation(raw, config.validation_fraction, seed, strata=strata)
+        stratified = {"single_label": ", stratified by label", "multi_label": ", stratified by each row's rarest label"}
+        sources["validation"] = (f"{sources['train']} ({config.validation_fraction:.0%} carved out"
+                                 f"{stratified.get(task, '')}, seed {seed})")
     splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
     if config.max_train_samples and len(splits["train"]) > config.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(config.max_train_samples))
     for name in ("validation", "test"):
         if config.max_eval_samples and name in splits and len(splits[name]) > config.max_eval_samples:
             splits[name] = splits[name].shuffle(seed=seed).select(range(config.max_eval_samples))
-    label_map = _build_label_map(splits["train"], sources["train"], config.label_column, task)
+    label_map = _build_label_map(splits["train"], sources["train"], label_key(config), task)
     for name in ("validation", "test"):
-        if name in splits and task == "single_label":
-            _check_known_labels(splits[name], label_map, sources[name], config.label_column)
+        if name in splits and task != "regression":
+            _check_known_labels(splits[name], label_map, sources[name], label_key(config))
     return TaskData(splits=splits, label_map=label_map, sources=sources)
+
+
+def label_key(config: DataConfig) -> str:
+    """How messages name where the labels are: the label column, or the 0/1 label columns."""
+    return ", ".join(config.label_columns) if config.label_columns else config.label_column
+
+
+def task_of(train: Dataset, source: str, config: DataConfig) -> str:
+    """The run's task: multi-label when the recipe names a label separator or 0/1 label columns,
+    else `resolve_task` of the label column."""
+    if config.label_columns or config.label_separator is not None:
+        if config.task == "auto":
+            how = (f"data.label_columns: {len(config.label_columns)} 0/1 columns" if config.label_columns else
+                   f"data.label_separator {config.label_separator!r}")
+            say(f"task: multi_label ({how})")
+        return "multi_label"
+    return resolve_task(train[config.label_column], source, config.label_column, config.task)
 
 
 def resolve_task(values: list[Any], source: str, column: str, requested: str = "auto") -> str:
     """The task of a label column: `requested` when it is not `auto` (checked against the values),
     else decided from the values, and said in one line with the reason.
 
-    Label names (strings) are classes; numbers that are not all whole are a regression target;
-    whole numbers are class ids when there are at most `MAX_CLASSES_FROM_NUMBERS` distinct values,
-    and ambiguous (an error naming `data.task`) when there are more.
+    Lists of labels are multi-label; label names (strings) are classes; numbers that are not all
+    whole are a regression target; whole numbers are class ids when there are at most
+    `MAX_CLASSES_FROM_NUMBERS` distinct values, and ambiguous (an error naming `data.task`) with more.
     """
-    present = [v for v in values if label_to_str(v) is not None] if requested != "regression" else values
-    if any(isinstance(v, (list, tuple, dict)) for v in present):
-        raise HfAdaptError(f"{source}: column '{column}' holds lists (several labels per text): multi-label "
-                           f"training is not supported yet; give one label per row")
-    if requested == "regression":
+    present = [v for v in values if isinstance(v, (list, tuple)) or label_to_str(v) is not None]
+    lists = any(isinstance(v, (list, tuple)) for v in present)
+    if lists and requested in ("single_label", "regression"):
+        raise HfAdaptError(f"{source}: column '{column}' holds lists (several labels per text), and data.task "
+                           f"is {requested}; set data.task: multi_label (or auto)")
+    if requested in ("regression", "multi_label"):
         return requested
+    if lists:  # auto
+        say(f"task: multi_label (column '{column}' holds lists of labels; data.task sets it)")
+        return "multi_label"
     numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
     numeric = bool(present) and len(numbers) == len(present)
     distinct = len(set(present))
@@ -214,8 +253,9 @@ def _load_hub_dataset(config: DataConfig) -> tuple[dict[str, Dataset], dict[str,
     return raw, sources
 
 
-def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int, by: str | None = None) -> dict[str, Dataset]:
-    """Move a seeded `fraction` of train to validation; stratified by column `by` when given."""
+def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int,
+                      strata: list[Any] | None = None) -> dict[str, Dataset]:
+    """Move a seeded `fraction` of train to validation; stratified by each row's `strata` when given."""
     train = raw["train"]
     if len(train) < 4:
         raise HfAdaptError(f"training data has {len(train)} rows: too few to carve a validation split; "
@@ -224,10 +264,10 @@ def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int, by: s
     if len(train) - carved < 2:
         raise HfAdaptError(f"data.validation_fraction {fraction:g} of {len(train)} training rows leaves "
                            f"{len(train) - carved} to train on; lower it (0.1-0.2 is usual) or give data.validation_file")
-    if by is None:
+    if strata is None:
         parts = train.train_test_split(test_size=carved, seed=seed, shuffle=True)
         return {**raw, "train": parts["train"], "validation": parts["test"]}
-    held = stratified_sample(train[by], fraction, seed)
+    held = stratified_sample(strata, fraction, seed)
     kept = sorted(set(range(len(train))) - set(held))
     return {**raw, "train": train.select(kept), "validation": train.select(held)}
 
@@ -252,9 +292,22 @@ def stratified_sample(labels: list[Any], fraction: float, seed: int) -> list[int
     return sorted(held)
 
 
+def rarest_labels(rows: list[list[str]]) -> list[str]:
+    """Each multi-label row's rarest label in `rows` ('' for a row without labels): the stratum by
+    which a validation carve keeps every label's share."""
+    counts: dict[str, int] = {}
+    for labels in rows:
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+    return [min(labels, key=lambda label: (counts[label], label)) if labels else "" for labels in rows]
+
+
 def _check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
     keys = {"data.text_column": config.text_column, "data.label_column": config.label_column,
             "data.text_pair_column": config.text_pair_column, "data.group_column": config.group_column}
+    if config.label_columns:
+        del keys["data.label_column"]
+        keys.update({f"data.label_columns[{i}]": column for i, column in enumerate(config.label_columns)})
     missing = [(key, column) for key, column in keys.items() if column is not None and column not in dataset.column_names]
     if missing:  # every missing column at once, not one run per mistake
         names = " and ".join(f"'{column}'" for _, column in missing)
@@ -269,7 +322,7 @@ def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> 
     text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
     for column in text_columns:
         _check_texts(dataset[column], source, column)
-    labels = read_labels(dataset[config.label_column], source, config.label_column, task)
+    labels = read_task_labels(dataset, source, config, task)
     columns = {"text": [str(t) for t in dataset[config.text_column]], "label": labels}
     if config.text_pair_column:
         columns["text_pair"] = [str(t) for t in dataset[config.text_pair_column]]
@@ -278,10 +331,31 @@ def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> 
     return Dataset.from_dict(columns)
 
 
-def read_labels(values: list[Any], source: str, column: str, task: str) -> list[str] | list[float]:
+def read_task_labels(dataset: Dataset, source: str, config: DataConfig, task: str) -> list[Any]:
+    """The labels of every row as the task reads them: `read_labels` of the label column, or, with
+    `data.label_columns`, the names of each row's columns that hold 1."""
+    if not config.label_columns:
+        return read_labels(dataset[config.label_column], source, config.label_column, task, config.label_separator)
+    rows: list[list[str]] = [[] for _ in range(len(dataset))]
+    for column in config.label_columns:
+        for row, value in enumerate(dataset[column]):
+            flag = label_to_str(value)
+            if flag not in ("0", "1", "True", "False", "true", "false"):
+                raise HfAdaptError(f"{source}: {shown(value)} in label column '{column}' at data row {row + 1} is not "
+                                   f"0 or 1; data.label_columns must each hold 0/1 (1: the row has that label)")
+            if flag in ("1", "True", "true"):
+                rows[row].append(column)
+    return [sorted(labels) for labels in rows]
+
+
+def read_labels(values: list[Any], source: str, column: str, task: str,
+                separator: str | None = None) -> list[str] | list[float] | list[list[str]]:
     """A label column's values as the task reads them, training and evaluation alike: strings
-    (`label_to_str`) for classes, floats for regression; a missing or unreadable one is an error
-    naming its row."""
+    (`label_to_str`) for classes, floats for regression, sorted lists of strings for multi-label
+    (from JSON lists, or strings split on `separator`; there a row may have no label); a missing or
+    unreadable one is an error naming its row."""
+    if task == "multi_label":
+        return [_label_list(v, source, column, row, separator) for row, v in enumerate(values)]
     labels = [label_to_str(v) for v in values] if task == "single_label" else [_number(v) for v in values]
     for row, label in enumerate(labels):
         if label is None:
@@ -291,6 +365,24 @@ def read_labels(values: list[Any], source: str, column: str, task: str) -> list[
             raise HfAdaptError(f"{source}: {label!r} in column '{column}' at data row {row + 1} is not a number, and "
                                f"data.task is regression; fix the value or drop the row")
     return labels  # type: ignore[return-value]
+
+
+def _label_list(value: Any, source: str, column: str, row: int, separator: str | None) -> list[str]:
+    """One multi-label row's labels, sorted and without repeats; none for an empty or missing value."""
+    if isinstance(value, (list, tuple)):
+        labels = [label_to_str(v) for v in value if not isinstance(v, (list, tuple, dict))]
+        if len(labels) != len(value):
+            raise HfAdaptError(f"{source}: column '{column}' at data row {row + 1} holds a nested list; give a flat "
+                               f"list of label names")
+        return sorted({label for label in labels if label is not None})
+    text = label_to_str(value)
+    if text is None:
+        return []
+    if separator is None:
+        raise HfAdaptError(f"{source}: column '{column}' at data row {row + 1} holds {shown(value)}, not a list of "
+                           f"labels; write every row's labels as a list (JSON), or set data.label_separator to split "
+                           f"a string such as 'joy;love'")
+    return sorted({part.strip() for part in text.split(separator) if part.strip()})
 
 
 def _number(value: Any) -> float | str | None:
@@ -351,17 +443,24 @@ def _build_label_map(train: Dataset, source: str, column: str, task: str = "sing
             raise HfAdaptError(f"{source}: every row's '{column}' is {train['label'][0]:g}; a regression needs "
                                f"targets that vary")
         return LabelMap((column,), task)
-    labels = set(train["label"])
+    labels = set(_flat_labels(train["label"], task))
+    if task == "multi_label" and len(labels) < 2:
+        raise HfAdaptError(f"{source}: the training rows name {len(labels)} label(s) in '{column}'; multi-label "
+                           f"needs at least two")
     if len(labels) < 2:
         raise HfAdaptError(f"{source}: training data has a single class ({next(iter(labels))!r}) in column "
                            f"'{column}'; a classifier needs at least two labels")
     # Integer-like labels sort numerically (so '10' comes after '9'); others alphabetically.
     key = (lambda s: (0, int(s), "")) if all(_is_int(s) for s in labels) else (lambda s: (1, 0, s))
-    return LabelMap(tuple(sorted(labels, key=key)))
+    return LabelMap(tuple(sorted(labels, key=key)), task)
+
+
+def _flat_labels(labels: list[Any], task: str) -> list[str]:
+    return [label for row in labels for label in row] if task == "multi_label" else labels
 
 
 def _check_known_labels(dataset: Dataset, label_map: LabelMap, source: str, column: str) -> None:
-    unseen = sorted(set(dataset["label"]) - set(label_map.labels))
+    unseen = sorted(set(_flat_labels(dataset["label"], label_map.task)) - set(label_map.labels))
     if unseen:
         shown = ", ".join(repr(u) for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise HfAdaptError(f"{source}: label(s) {shown} in column '{column}' never occur in the training data "
@@ -445,8 +544,12 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
     def encode(batch: dict[str, list]) -> dict[str, list]:
         pair = batch.get("text_pair")
         encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
-        encoded["labels"] = (batch["label"] if label_map.task == "regression"
-                             else [label2id[label] for label in batch["label"]])
+        if label_map.task == "regression":
+            encoded["labels"] = batch["label"]
+        elif label_map.task == "multi_label":
+            encoded["labels"] = [label_map.multi_hot(labels) for labels in batch["label"]]
+        else:
+            encoded["labels"] = [label2id[label] for label in batch["label"]]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 

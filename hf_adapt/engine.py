@@ -43,7 +43,8 @@ from hf_adapt.data import LabelMap, load_task_data, TaskData, tokenize_splits
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt
-from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout
+from hf_adapt.metrics import sigmoid, tune_thresholds
+from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
 from hf_adapt.outputs import (
     FingerprintCheckpoints,
@@ -92,6 +93,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                                                                                           fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
         train_s = time.perf_counter() - started - setup_s
+        thresholds = tune_on_validation(trainer, encoded, task.label_map)  # multi-label; else None
         metrics = evaluate_splits(trainer, encoded)
 
         result = RunResult(
@@ -103,6 +105,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             train=train_summary(trainer, train_output),
             data=data_summary(task),
             hardware=hardware_summary(trainer))
+        if thresholds is not None:
+            result.extra["thresholds"] = thresholds
         state_dict = gather_state_dict(trainer)  # a collective under FSDP: every rank takes part
         if trainer.is_world_process_zero():
             if config.forgetting.probe:
@@ -133,6 +137,22 @@ def check_distributed(trainer: Trainer, config: RecipeConfig) -> None:
         raise HfAdaptError("adapt.strategy 'lora' is not supported under FSDP; launch it with DDP "
                            "(`accelerate launch --multi_gpu`): LoRA's frozen encoder fits on every GPU")
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
+
+
+def tune_on_validation(trainer: Trainer, encoded: Any, label_map: LabelMap) -> dict[str, float] | None:
+    """Multi-label: each label's decision threshold, tuned on the validation split with the kept
+    weights, fixed for every later evaluation and saved in the model's config (`label_thresholds`,
+    where `predict` finds them). None for the other tasks."""
+    if label_map.task != "multi_label":
+        return None
+    output = trainer.predict(encoded["validation"], metric_key_prefix="tuning")
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    values = tune_thresholds(sigmoid(logits), output.label_ids)
+    trainer.thresholds.values = values
+    thresholds = {label: round(float(t), 2) for label, t in zip(label_map.labels, values)}
+    unwrap(trainer.model).config.label_thresholds = thresholds
+    say(f"decision thresholds tuned on validation: {', '.join(f'{k} {v:g}' for k, v in thresholds.items())}")
+    return thresholds
 
 
 def evaluate_splits(trainer: Trainer, encoded: Any) -> dict[str, dict[str, float]]:

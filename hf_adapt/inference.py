@@ -23,9 +23,10 @@ from typing import IO, Any, ContextManager, TextIO
 
 import torch
 
-from hf_adapt.data import LabelMap, load_file, read_labels
+from hf_adapt.config import DataConfig
+from hf_adapt.data import LabelMap, load_file, read_task_labels
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.metrics import compute_classification_metrics, compute_regression_metrics
+from hf_adapt.metrics import compute_classification_metrics, compute_multilabel_metrics, compute_regression_metrics
 from hf_adapt.modeling import load_trained, max_input_tokens
 
 
@@ -34,12 +35,17 @@ Text = str | tuple[str, str]  # a text, or a (text, text_pair) pair
 
 @dataclass
 class Prediction:
-    """A class and its probability; for a regression model `label` is None and `score` the number."""
+    """A class and its probability; for a regression model `label` is None and `score` the number;
+    for a multi-label model `labels` (those at or above their thresholds) and every label's `scores`."""
 
     label: str | None
     score: float
+    labels: list[str] | None = None
+    scores: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.labels is not None:
+            return {"labels": self.labels, "scores": {k: round(v, 6) for k, v in (self.scores or {}).items()}}
         if self.label is None:
             return {"value": round(self.score, 6)}
         return {"label": self.label, "score": round(self.score, 6)}
@@ -103,35 +109,57 @@ def tokenize_bounded(tokenizer: Any, texts: Sequence[Text], max_length: int) -> 
 
 def predict(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) -> list[Prediction]:
     """Predict the label (and its probability) of each text; a regression model's number."""
-    if LabelMap.from_model_config(model.config).task == "regression":
+    task = LabelMap.from_model_config(model.config).task
+    if task == "regression":
         return [Prediction(None, float(v)) for v in predict_logits(model, tokenizer, texts, **kwargs)[:, 0]]
+    if task == "multi_label":
+        names = [model.config.id2label[i] for i in sorted(model.config.id2label)]
+        cut = torch.tensor(label_thresholds(model.config))
+        probs = predict_logits(model, tokenizer, texts, **kwargs).sigmoid()
+        return [Prediction(None, 0.0, labels=[n for n, on in zip(names, row >= cut) if on],
+                           scores=dict(zip(names, row.tolist()))) for row in probs]
     ids, probs = predict_label_ids(model, tokenizer, texts, **kwargs)
     id2label = model.config.id2label
     return [Prediction(id2label[int(i)], float(probs[n, i])) for n, i in enumerate(ids)]
 
 
+def label_thresholds(config: Any) -> list[float]:
+    """A multi-label model's decision threshold per label id, from its config (0.5 where none is saved)."""
+    saved = getattr(config, "label_thresholds", None) or {}
+    return [float(saved.get(config.id2label[i], 0.5)) for i in sorted(config.id2label)]
+
+
 def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: str = "text",
-                  label_column: str = "label", text_pair_column: str | None = None, batch_size: int = 64,
-                  max_length: int = 256, device: str = "cpu") -> dict[str, float]:
+                  label_column: str = "label", text_pair_column: str | None = None,
+                  label_separator: str | None = None, label_columns: list[str] | None = None,
+                  batch_size: int = 64, max_length: int = 256, device: str = "cpu") -> dict[str, float]:
     """Metrics of a saved model on a labelled file: accuracy, macro-F1, MCC and per-class F1 for a
-    classifier; Pearson, Spearman, MSE and MAE for a regression model."""
+    classifier; Pearson, Spearman, MSE and MAE for a regression model; for a multi-label model the
+    F1s, subset accuracy and per-label precision/recall/F1 at its saved thresholds and at 0.5."""
     model, tokenizer = load_trained(model_dir, device=device)
     dataset = load_file(data_file)
-    columns = {"--text-column": text_column, "--text-pair-column": text_pair_column, "--label-column": label_column}
-    for flag, column in columns.items():
+    columns = [("--text-column", text_column), ("--text-pair-column", text_pair_column)]
+    columns += [("--label-column", c) for c in label_columns or [label_column]]  # 0/1 columns: the model's own
+    for flag, column in columns:
         if column is not None and column not in dataset.column_names:
             raise HfAdaptError(f"{data_file}: no column '{column}' (found: {', '.join(dataset.column_names)}); "
                                f"pass {flag}")
     label_map = LabelMap.from_model_config(model.config)
-    labels = read_labels(dataset[label_column], str(data_file), label_column, label_map.task)
+    spec = DataConfig(label_column=label_column, label_separator=label_separator, label_columns=label_columns)
+    labels = read_task_labels(dataset, str(data_file), spec, label_map.task)
     texts = read_inputs(dataset, text_column, text_pair_column)
     if label_map.task == "regression":
         values = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)[:, 0]
         return compute_regression_metrics(values.numpy(), labels)
-    unknown = sorted(set(labels) - set(label_map.labels))
+    named = {label for row in labels for label in row} if label_map.task == "multi_label" else set(labels)
+    unknown = sorted(named - set(label_map.labels))
     if unknown:
         raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "
                            f"(it knows: {', '.join(label_map.labels)})")
+    if label_map.task == "multi_label":
+        probs = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length).sigmoid()
+        return compute_multilabel_metrics(probs.numpy(), [label_map.multi_hot(row) for row in labels],
+                                          label_map.id2label, label_thresholds(model.config))
     ids, _ = predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     references = [label_map.label2id[label] for label in labels]
     return compute_classification_metrics(ids.numpy(), references, label_map.id2label)
@@ -258,11 +286,12 @@ def _write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, *, csv_format: b
 
 
 def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[Text]], **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """`{"text", "label", "score"}` (`{"text", "value"}` from a regression model; `text_pair` too for
-    pairs) for every text of every chunk, predicted a chunk at a time; a blank text gets an empty
+    """`{"text", "label", "score"}` (`{"text", "value"}` from a regression model, `{"text", "labels",
+    "scores"}` from a multi-label one; `text_pair` too for pairs) for every text of every chunk, predicted a chunk at a time; a blank text gets an empty
     prediction (nulls), so rows keep their input's order."""
-    empty = {key: None for key in Prediction(None if LabelMap.from_model_config(model.config).task == "regression"
-                                                   else "", 0.0).to_dict()}
+    task = LabelMap.from_model_config(model.config).task
+    example = {"regression": Prediction(None, 0.0), "multi_label": Prediction(None, 0.0, [], {})}
+    empty = {key: None for key in example.get(task, Prediction("", 0.0)).to_dict()}
     for texts in chunks:
         filled = [i for i, text in enumerate(texts) if all(part.strip() for part in _parts(text))]
         predictions = dict(zip(filled, predict(model, tokenizer, [texts[i] for i in filled], **kwargs)))

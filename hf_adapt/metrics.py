@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 METRIC_NAMES = ("accuracy", "macro_f1", "mcc")
 """The single-label metrics a recipe can select as its best-checkpoint metric (all: higher is better)."""
-TASK_METRICS = {"single_label": METRIC_NAMES, "regression": ("pearson", "spearman", "mse", "mae")}
+TASK_METRICS = {"single_label": METRIC_NAMES, "multi_label": ("macro_f1", "micro_f1", "samples_f1", "subset_accuracy"),
+                "regression": ("pearson", "spearman", "mse", "mae")}
 """Each task's metrics; the first is what `train.metric_for_best: auto` selects."""
 LOWER_IS_BETTER = ("mse", "mae", "loss")
 
@@ -110,6 +112,59 @@ def compute_regression_metrics(predictions: ArrayLike, references: ArrayLike) ->
     }
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # the decision thresholds a multi-label run tries
+
+
+@dataclass
+class Thresholds:
+    """A multi-label model's per-label decision thresholds. While `values` is None (during training)
+    each evaluation tunes its own on the rows it scores; once set (tuned on validation after
+    training), every evaluation applies them."""
+
+    values: np.ndarray | None = None
+
+
+def sigmoid(logits: ArrayLike) -> np.ndarray:
+    """Multi-label scores from logits (float64, so the thresholds compare exact values)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def tune_thresholds(probs: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Per label, the threshold of `THRESHOLD_GRID` with the best F1 on these rows (a tie: the one
+    nearest 0.5); 0.5 for a label without a positive row, whose F1 no threshold can lift."""
+    from sklearn.metrics import f1_score
+
+    references = np.asarray(references) >= 0.5
+    thresholds = np.full(probs.shape[1], 0.5)
+    by_distance = sorted(THRESHOLD_GRID, key=lambda t: (abs(t - 0.5), t))
+    for label in range(probs.shape[1]):
+        if references[:, label].any():
+            scores = [f1_score(references[:, label], probs[:, label] >= t, zero_division=0.0) for t in by_distance]
+            thresholds[label] = by_distance[int(np.argmax(scores))]  # argmax keeps the first, nearest 0.5
+    return thresholds
+
+
+def compute_multilabel_metrics(probs: ArrayLike, references: ArrayLike, id2label: Mapping[int, str],
+                               thresholds: ArrayLike) -> dict[str, float]:
+    """Score multi-label probabilities at `thresholds` (one per label) and at 0.5: macro-, micro- and
+    samples-averaged F1, subset accuracy (every label right), and each label's precision, recall and
+    F1. Keys at 0.5 end in `_at_0.5`."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    probs, references = np.asarray(probs), np.asarray(references) >= 0.5
+    scores: dict[str, float] = {}
+    for suffix, cut in (("", np.asarray(thresholds)), ("_at_0.5", 0.5)):
+        predicted = probs >= cut
+        for average in ("macro", "micro", "samples"):
+            scores[f"{average}_f1{suffix}"] = f1_score(references, predicted, average=average, zero_division=0.0)
+        scores[f"subset_accuracy{suffix}"] = accuracy_score(references, predicted)
+        per_label = precision_recall_fscore_support(references, predicted, average=None, zero_division=0.0)
+        for i in sorted(id2label):
+            for name, values in zip(("precision", "recall", "f1"), per_label[:3]):
+                scores[f"{name}_{id2label[i]}{suffix}"] = values[i]
+    return {key: float(value) for key, value in scores.items()}
+
+
 def best_metric(name: str, task: str) -> str:
     """`train.metric_for_best` for `task`: `auto` resolved, a metric of another task refused."""
     if name == "auto":
@@ -120,15 +175,18 @@ def best_metric(name: str, task: str) -> str:
     return name
 
 
-def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label"
-                          ) -> Callable[[EvalPrediction], dict[str, float]]:
+def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label",
+                          thresholds: Thresholds | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
     """Build the `compute_metrics` function for `transformers.Trainer`.
 
     Args:
         id2label (`Mapping[int, str]`):
             Class id to label name, e.g. `model.config.id2label`.
         task (`str`, defaults to `"single_label"`):
-            `"regression"` scores the one output as a number (`compute_regression_metrics`).
+            `"regression"` scores the one output as a number (`compute_regression_metrics`);
+            `"multi_label"` the sigmoid of every output (`compute_multilabel_metrics`).
+        thresholds (`Thresholds`, *optional*):
+            multi-label: the decision thresholds to apply, or to tune on each evaluation while unset.
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: takes the logits and labels of an
@@ -142,6 +200,11 @@ def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label
             logits = logits[0]
         if task == "regression":
             return compute_regression_metrics(np.asarray(logits).reshape(-1), eval_prediction.label_ids)
+        if task == "multi_label":
+            probs = sigmoid(logits)
+            fixed = thresholds.values if thresholds is not None else None
+            cut = fixed if fixed is not None else tune_thresholds(probs, eval_prediction.label_ids)
+            return compute_multilabel_metrics(probs, eval_prediction.label_ids, id2label, cut)
         predictions = np.argmax(logits, axis=-1)
         return compute_classification_metrics(predictions, eval_prediction.label_ids, id2label)
 

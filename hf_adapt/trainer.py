@@ -29,7 +29,7 @@ from hf_adapt.config import RecipeConfig
 from hf_adapt.data import LabelMap
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
-from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER
+from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER, Thresholds
 from hf_adapt.optim import build_optimizer
 
 OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
@@ -48,10 +48,11 @@ class AdaptTrainer(Trainer):
 
     def __init__(self, *args: Any, recipe: RecipeConfig, optimizer_builder: OptimizerBuilder,
                  class_weights: torch.Tensor | None = None, loss_terms: Sequence[LossTerm] = (),
-                 task: str = "single_label", **kwargs: Any):
+                 task: str = "single_label", thresholds: Thresholds | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
-        self.task = task  # hf_adapt.data.LabelMap.task: single_label (cross-entropy) or regression (MSE)
+        self.task = task  # hf_adapt.data.LabelMap.task: single_label (cross-entropy), multi_label (BCE), regression (MSE)
+        self.thresholds = thresholds  # multi-label decision thresholds, shared with compute_metrics
         self.optimizer_builder = optimizer_builder
         self.class_weights = class_weights
         self.loss_terms = list(loss_terms)
@@ -89,8 +90,12 @@ class AdaptTrainer(Trainer):
             outputs = self.prefix_cache.forward(model, inputs, index, split)
         else:
             outputs = model(**inputs)
-        if self.task == "regression":  # as transformers' own heads compute it
+        # The losses transformers' own heads compute for each problem_type, plus hf_adapt's weights.
+        if self.task == "regression":
             loss = F.mse_loss(outputs.logits.float().squeeze(-1), labels.float())
+        elif self.task == "multi_label":  # sigmoid + BCE per label; class weights are each label's pos_weight
+            weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
+            loss = F.binary_cross_entropy_with_logits(outputs.logits.float(), labels.float(), pos_weight=weight)
         else:
             weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
             loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
@@ -174,6 +179,7 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
             if args.process_index == 0 and work_dir.exists():
                 shutil.rmtree(work_dir)
     callbacks = list(callbacks)
+    thresholds = Thresholds()  # multi-label: tuned per evaluation until evaluate_splits fixes them
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     trainer = AdaptTrainer(
@@ -183,13 +189,14 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.train.pad_to_multiple_of),
-        compute_metrics=build_compute_metrics(label_map.id2label, label_map.task),
+        compute_metrics=build_compute_metrics(label_map.id2label, label_map.task, thresholds),
         callbacks=callbacks,
         recipe=config,
         optimizer_builder=optimizer or (lambda m: build_optimizer(m, config.optim)),
         class_weights=balanced_class_weights(encoded["train"], label_map) if config.train.class_weights == "balanced" else None,
         loss_terms=loss_terms,
         task=label_map.task,
+        thresholds=thresholds,
     )
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ProgressToStderr)
@@ -241,6 +248,10 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "
 
 
 def balanced_class_weights(train: Any, label_map: LabelMap) -> torch.Tensor:
-    """Inverse-frequency weights, n / (k * count_c), as scikit-learn's `class_weight='balanced'`."""
+    """Inverse-frequency weights, n / (k * count_c), as scikit-learn's `class_weight='balanced'`;
+    multi-label: each label's `pos_weight`, its negative rows over its positive ones."""
+    if label_map.task == "multi_label":
+        positives = torch.tensor(train["labels"]).sum(0)
+        return (len(train) - positives) / positives.clamp(min=1)
     counts = torch.bincount(torch.tensor(train["labels"]), minlength=len(label_map.labels)).float()
     return counts.sum() / (len(counts) * counts.clamp(min=1))

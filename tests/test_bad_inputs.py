@@ -175,12 +175,31 @@ CASES = [
         "n.csv", "text,label\n" + "".join(f"text {i},{i / 7:.3f}\n" for i in range(60)))}),
         "{root}/n.csv: column 'label' holds 60 distinct numbers, which looks like a number to predict, not classes; "
         "set data.task: regression (or name the classes)"),
-    Bad("label-lists", lambda w: w.train_on("train_file", "multi.jsonl", "".join(
-        json.dumps({"text": f"text {i}", "label": ["joy", "love"][: 1 + i % 2]}) + "\n" for i in range(8))),
-        "{root}/multi.jsonl: column 'label' holds lists (several labels per text): multi-label training is not "
-        "supported yet; give one label per row"),
+    Bad("label-lists-single-label", lambda w: w.train(data={"task": "single_label", "train_file": w.file(
+        "multi.jsonl", "".join(json.dumps({"text": f"text {i}", "label": ["joy", "love"][: 1 + i % 2]}) + "\n"
+                               for i in range(8)))}),
+        "{root}/multi.jsonl: column 'label' holds lists (several labels per text), and data.task is single_label; "
+        "set data.task: multi_label (or auto)"),
+    Bad("label-list-not-a-list", lambda w: w.train_on("train_file", "mixed.jsonl",
+                                                      '{"text": "a", "label": ["joy"]}\n{"text": "b", "label": "joy"}\n'
+                                                      '{"text": "c", "label": ["love"]}\n{"text": "d", "label": []}\n'),
+        "{root}/mixed.jsonl: column 'label' at data row 2 holds 'joy', not a list of labels; write every row's labels "
+        "as a list (JSON), or set data.label_separator to split a string such as 'joy;love'"),
+    Bad("label-columns-not-0-1", lambda w: w.train(data={"label_columns": ["joy", "love"], "validation_file": None,
+                                                         "test_file": None, "train_file": w.file(
+        "cols.csv", "text,joy,love\na,1,0\nb,0,1\nc,yes,1\nd,1,1\n")}),
+        "{root}/cols.csv: 'yes' in label column 'joy' at data row 3 is not 0 or 1; data.label_columns must each hold "
+        "0/1 (1: the row has that label)"),
+    Bad("label-columns-missing", lambda w: w.train(data={"label_columns": ["joy", "fear"], "train_file": w.file(
+        "cols2.csv", "text,joy,love\na,1,0\nb,0,1\n")}),
+        "{root}/cols2.csv: no column 'fear' (found: text, joy, love); set data.label_columns[1]"),
+    Bad("label-columns-single-label", lambda w: w.train(data={"label_columns": ["joy", "love"], "task": "single_label"}),
+        "data.label_separator and data.label_columns give several labels per text, and data.task is 'single_label'; "
+        "set data.task: multi_label"),
+    Bad("label-separator-and-columns", lambda w: w.train(data={"label_columns": ["joy", "love"], "label_separator": ";"}),
+        "data.label_separator splits one label column, data.label_columns names several: give one of them"),
     Bad("task-unknown", lambda w: w.train(data={"task": "multilabel"}),
-        "data.task must be one of auto, single_label, regression, got 'multilabel'"),
+        "data.task must be one of auto, single_label, multi_label, regression, got 'multilabel'"),
     Bad("metric-of-another-task", lambda w: w.train(data={"train_file": w.file("f.csv", "text,label\na,0.5\nb,1.5\nc,2.5\nd,3.5\n"),
                                                           "validation_file": w.file("fv.csv", "text,label\na,0.5\nb,1.5\n"),
                                                           "test_file": None},

@@ -114,7 +114,8 @@ def test_every_field_has_help_and_is_described():
 
 
 @pytest.mark.parametrize("name", ["quickstart_intents", "minilm_sst2_full", "minilm_sst2_partial",
-                                  "minilm_sst2_features", "minilm_sst2_lora", "minilm_stsb_regression"])
+                                  "minilm_sst2_features", "minilm_sst2_lora", "minilm_stsb_regression",
+                                  "minilm_go_emotions_multilabel"])
 def test_shipped_train_recipes_load_and_show_their_command(name):
     path = REPO / "recipes" / f"{name}.yaml"
 
@@ -213,8 +214,13 @@ def test_partial_that_freezes_nothing_is_an_error():
     ({"train": {"eval_strategy": "steps"}}, "train.eval_strategy 'steps' needs train.eval_steps > 0"),
     ({"train": {"eval_strategy": "no", "early_stopping_patience": 2}}, "early_stopping_patience needs evaluation"),
     ({"train": {"metric_for_best": "f1"}}, "train.metric_for_best must be one of auto, accuracy, macro_f1, mcc, "
-                                           "pearson, spearman, mse, mae, loss, got 'f1'"),
-    ({"data": {**DATA, "task": "multi"}}, "data.task must be one of auto, single_label, regression, got 'multi'"),
+                                           "micro_f1, samples_f1, subset_accuracy, pearson, spearman, mse, mae, "
+                                           "loss, got 'f1'"),
+    ({"data": {**DATA, "task": "multi"}}, "data.task must be one of auto, single_label, multi_label, regression, "
+                                          "got 'multi'"),
+    ({"data": {**DATA, "label_columns": ["a"]}}, "data.label_columns must name at least two distinct columns, got ['a']"),
+    ({"data": {**DATA, "label_columns": ["a", "text"]}}, "data.label_columns must not name a text column"),
+    ({"data": {**DATA, "label_separator": " "}}, "data.label_separator must be a non-blank string such as ';' or '|'"),
     ({"data": {**DATA, "task": "regression"}, "train": {"class_weights": "balanced"}},
      "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none"),
     ({"hub": {"push": True}}, "hub.push is true but hub.repo_id is not set"),
