@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import json
 import os
 import sys
@@ -206,11 +205,6 @@ def open_texts(source: str, text_column: str = "text", text_pair_column: str | N
                                f"pass {flag}")
     return (read_inputs(batch, text_column, text_pair_column)
             for batch in dataset.select_columns(columns).iter(batch_size=chunk_rows))
-
-
-def read_texts(source: str, text_column: str = "text", text_pair_column: str | None = None) -> list[Text]:
-    """Every text of `open_texts`, as one list."""
-    return list(itertools.chain.from_iterable(open_texts(source, text_column, text_pair_column)))
 
 
 def _line_chunks(opened: ContextManager[IO], name: str, chunk_rows: int) -> Iterator[list[str]]:

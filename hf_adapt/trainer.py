@@ -91,13 +91,12 @@ class AdaptTrainer(Trainer):
         else:
             outputs = model(**inputs)
         # The losses transformers' own heads compute for each problem_type, plus hf_adapt's weights.
+        weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
         if self.task == "regression":
             loss = F.mse_loss(outputs.logits.float().squeeze(-1), labels.float())
         elif self.task == "multi_label":  # sigmoid + BCE per label; class weights are each label's pos_weight
-            weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
             loss = F.binary_cross_entropy_with_logits(outputs.logits.float(), labels.float(), pos_weight=weight)
         else:
-            weight = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
             loss = F.cross_entropy(outputs.logits.float(), labels, weight=weight)
         for term in self.loss_terms:
             loss = loss + term(model)
