@@ -16,14 +16,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-import datasets
 import numpy as np
-from datasets import Dataset, DatasetDict
 
 from hf_adapt.config import DataConfig, missing_file
 from hf_adapt.errors import first_line, HfAdaptError, say, shown, verbose
+
+if TYPE_CHECKING:  # `datasets` is imported where it is used: `predict` of a .txt or stdin never needs it (~1 s)
+    from datasets import Dataset, DatasetDict
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
@@ -112,6 +113,8 @@ def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
         stratified = {"single_label": ", stratified by label", "multi_label": ", stratified by each row's rarest label"}
         sources["validation"] = (f"{sources['train']} ({config.validation_fraction:.0%} carved out"
                                  f"{stratified.get(task, '')}, seed {seed})")
+    from datasets import DatasetDict
+
     splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
     if config.max_train_samples and len(splits["train"]) > config.max_train_samples:
         splits["train"] = splits["train"].shuffle(seed=seed).select(range(config.max_train_samples))
@@ -202,6 +205,8 @@ def load_file(path: str | Path) -> Dataset:
         raise HfAdaptError(missing_file(path))
     if path.stat().st_size == 0:
         raise HfAdaptError(f"{path}: the file is empty; it needs a header and at least one row")
+    import datasets
+
     kwargs: dict[str, Any] = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
     # datasets logs a parse failure itself before raising it; we report it once, in one line.
     verbosity = datasets.logging.get_verbosity()
@@ -237,6 +242,8 @@ def _read_error(path: Path, fmt: str, err: Exception) -> str:
 
 
 def _load_hub_dataset(config: DataConfig) -> tuple[dict[str, Dataset], dict[str, str]]:
+    import datasets
+
     try:
         loaded = datasets.load_dataset(config.dataset, config.dataset_config)
     except Exception as err:
@@ -328,6 +335,8 @@ def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> 
         columns["text_pair"] = [str(t) for t in dataset[config.text_pair_column]]
     if config.group_column:
         columns["group"] = _read_groups(dataset[config.group_column], source, config.group_column)
+    from datasets import Dataset
+
     return Dataset.from_dict(columns)
 
 
@@ -506,6 +515,8 @@ def split_by_group(task: TaskData, groups: list[str] | None = None, *, max_train
     if unknown:
         raise HfAdaptError(f"groupwise.groups {unknown} do not occur in {task.sources['train']} "
                            f"(groups there: {', '.join(known)})")
+    from datasets import DatasetDict
+
     by_group = {}
     for group in groups or known:
         splits = DatasetDict({name: split.filter(lambda g: g == group, input_columns="group", keep_in_memory=True)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import evaluate
 import numpy as np
 from numpy.typing import ArrayLike
 
 from hf_adapt.errors import HfAdaptError
 
 if TYPE_CHECKING:
+    import evaluate
     from transformers import EvalPrediction
 
 METRIC_NAMES = ("accuracy", "macro_f1", "mcc")
@@ -52,6 +52,10 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
     """
     if name not in _MODULE_NAMES:
         raise HfAdaptError(f"Unknown metric {name!r}; the bundled metrics are: {', '.join(_MODULE_NAMES)}.")
+    # Imported here, not at the top: `import evaluate` pulls in transformers.pipelines (~6 s on a
+    # 2-core CPU), which `predict` never needs.
+    import evaluate
+
     # keep_in_memory: without it every compute() writes an Arrow cache file under
     # ~/.cache/huggingface/evaluate and takes a file lock, for a few hundred integers.
     return evaluate.load(str(_MODULES_DIR / name), keep_in_memory=True)

@@ -219,6 +219,17 @@ def test_console_script_predicts_from_stdin(trained):
     assert [r["label"] for r in rows] == expected_labels(trained, TEXTS)
 
 
+def test_predict_from_stdin_imports_neither_datasets_nor_evaluate(trained):
+    """Start-up of a one-line predict: torch and transformers are the floor; `datasets` (~1 s) and
+    `evaluate` (which pulls in transformers.pipelines) are only for files with labels and for metrics."""
+    code = (f"import sys; from hf_adapt.cli import main\n"
+            f"code = main(['predict', '--model', {str(trained)!r}])\n"
+            f"print([m for m in ('datasets', 'evaluate') if m in sys.modules], code)")
+    done = subprocess.run([sys.executable, "-c", code], input="\n".join(TEXTS) + "\n", capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "[] 0", done.stderr[-2000:]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("stdin", ["binary", "closed"])
 def test_predict_on_unreadable_stdin_says_so_in_one_line(trained, stdin):
