@@ -195,6 +195,7 @@ class GradualUnfreezing(TrainerCallback):
             raise ValueError(f"GradualUnfreezing needs every > 0 and unit steps|epochs, got {every}, {unit!r}")
         layout = encoder_layout(model)
         named = [(f"layer {i}", layout.layers[i]) for i in reversed(range(layout.num_layers))]
+        named[0] = (named[0][0], nn.ModuleList([layout.layers[-1], *layout.above]))  # ModernBERT's final norm
         named.append(("embeddings", nn.ModuleList(layout.embeddings)))
         self.units = [(name, [p for p in module.parameters() if p.requires_grad]) for name, module in named]
         self.units = [(name, params) for name, params in self.units if params]

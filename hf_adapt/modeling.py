@@ -50,6 +50,9 @@ LORA_TARGETS = {
     "deberta": ["in_proj", "intermediate.dense", "output.dense"],
     "deberta-v2": ["query_proj", "value_proj", "intermediate.dense", "output.dense"],
     "mpnet": ["q", "v", "o", "intermediate.dense", "output.dense"],
+    # ModernBERT fuses query, key and value into one Linear (Wqkv): all of it, the attention output
+    # and both feed-forward projections (Wi, Wo).
+    "modernbert": ["Wqkv", "Wo", "Wi"],
 }
 
 
@@ -420,6 +423,7 @@ class EncoderLayout:
     base: nn.Module  # the encoder stack: embeddings + layers (+ BERT's pooler)
     embeddings: list[nn.Module]  # everything in `base` below the first layer (incl. shared rel. positions)
     layers: list[nn.Module]  # encoder layers, bottom (index 0) to top
+    above: list[nn.Module]  # in `base` above the top layer: ModernBERT's final LayerNorm (trained as the top layer)
     head: list[nn.Module]  # trained from scratch on the task: classifier, pre_classifier, poolers
     head_names: list[str]  # qualified names of the head modules (for peft's modules_to_save)
 
@@ -448,12 +452,16 @@ def encoder_layout(model: nn.Module) -> EncoderLayout:
         head.append(pooler)
         head_names.append("pooler")
     head_params = {id(p) for module in head for p in module.parameters()}
-    embeddings = [m for m in base.children() if _owns_only(m, exclude=layer_params | head_params)]
+    children = list(base.children())
+    top = max(i for i, m in enumerate(children) if any(id(p) in layer_params for p in m.parameters()))
+    embeddings = [m for m in children[:top] if _owns_only(m, exclude=layer_params | head_params)]
+    above = [m for m in children[top + 1:] if _owns_only(m, exclude=layer_params | head_params)]
     # DeBERTa keeps relative-position embeddings and a LayerNorm inside `encoder`, beside the layers.
     encoder = getattr(base, "encoder", None)
     if encoder is not None and encoder not in embeddings:
         embeddings += [m for m in encoder.children() if _owns_only(m, exclude=layer_params | head_params)]
-    return EncoderLayout(base=base, embeddings=embeddings, layers=layers, head=head, head_names=head_names)
+    return EncoderLayout(base=base, embeddings=embeddings, layers=layers, above=above, head=head,
+                         head_names=head_names)
 
 
 def layer_container(layout: EncoderLayout) -> tuple[nn.Module, str]:
@@ -474,6 +482,8 @@ def parameter_depths(model: nn.Module) -> dict[int, int]:
     for index, layer in enumerate(layout.layers):
         for p in layer.parameters():
             depths[id(p)] = layout.num_layers - index
+    for p in (p for module in layout.above for p in module.parameters()):
+        depths[id(p)] = 1
     for module in layout.head:
         for p in module.parameters():
             depths[id(p)] = 0

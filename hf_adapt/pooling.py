@@ -48,13 +48,17 @@ def resolve_pooling(adapt: AdaptConfig) -> str:
     return "mean" if adapt.strategy == "partial" and adapt.freeze_encoder else "cls"
 
 
-def append_mean_pooling_layer(model: nn.Module) -> nn.Module:
+def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
     """Add the mean-pooling layer on top of `model`'s encoder (in place; returns the new layer).
+    ModernBERT's head has mean pooling of its own (`config.classifier_pooling: mean`): set, no layer.
 
     `config.num_hidden_layers` grows by one, so a saved model reloads with the layer in place. A
     model whose top layer already is one (trained with it, now continued) is left as it is.
     """
     model = unwrap(model)
+    if getattr(model.config, "classifier_pooling", None) is not None:  # ModernBERT pools itself: no layer needed
+        model.config.classifier_pooling = "mean"
+        return None
     layout = encoder_layout(model)
     if is_mean_pooling_layer(layout.layers[-1]):  # a model trained this way, continued: pooled already
         return layout.layers[-1]

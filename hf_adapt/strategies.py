@@ -58,11 +58,13 @@ def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
     model.requires_grad_(True)
     frozen: list[nn.Module] = []
     if config.freeze_encoder:
-        frozen = layout.embeddings + layout.layers
+        frozen = layout.embeddings + layout.layers + layout.above
     else:
         if config.freeze_embeddings:
             frozen += layout.embeddings
         frozen += layout.layers[: config.freeze_layers]
+        if config.freeze_layers == layout.num_layers:  # every layer: what sits above them too (ModernBERT)
+            frozen += layout.above
     for module in frozen:
         module.requires_grad_(False)
     return model

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from transformers import (
     DebertaV2Config,
     DistilBertConfig,
     ElectraConfig,
+    ModernBertConfig,
     RobertaConfig,
 )
 
@@ -53,7 +55,22 @@ FAMILIES = {
     "deberta-v2": lambda: DebertaV2Config(vocab_size=len(VOCAB), relative_attention=True, position_buckets=8,
                                           pos_att_type=["p2c", "c2p"], type_vocab_size=0, pad_token_id=0, **TINY),
     "electra": lambda: ElectraConfig(vocab_size=len(VOCAB), embedding_size=16, **TINY),
+    # no token type ids; its own layer names (Wqkv, Wi, Wo) and a final LayerNorm above the layers
+    "modernbert": lambda: ModernBertConfig(vocab_size=len(VOCAB), pad_token_id=0, cls_token_id=2, sep_token_id=3,
+                                           bos_token_id=2, eos_token_id=3, global_attn_every_n_layers=1, **TINY),
 }
+
+
+def part_of(name: str, base_prefix: str, num_layers: int) -> str:
+    """'layer0', 'layer1', ..., 'embeddings' or 'head', from a parameter name alone (ModernBERT's
+    final LayerNorm, above the layers, goes with the top layer)."""
+    name = name.removeprefix("base_model.model.")  # peft
+    layer = re.search(r"\.layers?\.(\d+)\.", name)
+    if layer:
+        return f"layer{layer.group(1)}"
+    if ".final_norm." in name:
+        return f"layer{num_layers - 1}"
+    return "embeddings" if name.startswith(base_prefix + ".") and ".pooler." not in name else "head"
 
 
 def make_tokenizer(directory: Path, family: str = "bert") -> BertTokenizerFast:
@@ -62,7 +79,7 @@ def make_tokenizer(directory: Path, family: str = "bert") -> BertTokenizerFast:
     directory.mkdir(parents=True, exist_ok=True)
     # transformers 5 ignores `vocab_file=` here (every word would become [UNK]): pass the dict.
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
-    if family in ("distilbert", "roberta", "deberta-v2"):
+    if family in ("distilbert", "roberta", "deberta-v2", "modernbert"):
         tokenizer.model_input_names = ["input_ids", "attention_mask"]
     return tokenizer
 

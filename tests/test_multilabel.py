@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES, NEGATIVE, NEUTRAL, POSITIVE, tiny_recipe, write_yaml
+from conftest import FAMILIES, NEGATIVE, POSITIVE, tiny_recipe, write_yaml
 from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -167,8 +168,9 @@ def test_multilabel_round_trips_through_eval_predict_card_and_pipeline(tiny_bert
     assert "decision thresholds tuned on validation: bad " in capsys.readouterr().err
     saved = json.loads((output / "metrics.json").read_text())
     assert saved["metrics"]["test"]["macro_f1"] > 0.6  # the words give the labels away
-    thresholds = json.loads((output / "config.json").read_text())["label_thresholds"]
-    assert saved["extra"]["thresholds"] == thresholds
+    config = json.loads((output / "config.json").read_text())
+    thresholds, temperature = config["label_thresholds"], config["calibration_temperature"]
+    assert saved["extra"]["thresholds"] == thresholds and saved["extra"]["temperature"] == temperature
 
     # eval reads the labels as training did (the saved recipe's separator) and applies the thresholds
     assert main(["eval", "--model", str(output), "--data", str(data["test"])]) == 0
@@ -176,7 +178,8 @@ def test_multilabel_round_trips_through_eval_predict_card_and_pipeline(tiny_bert
     for key in ("macro_f1", "micro_f1", "samples_f1", "subset_accuracy", "macro_f1_at_0.5", "f1_film"):
         assert evaluated[key] == pytest.approx(saved["metrics"]["test"][key], abs=1e-6), key
 
-    # predict: each label whose sigmoid score reaches its threshold, and every label's score
+    # predict: each label whose calibrated score (sigmoid of logit / temperature) reaches its threshold,
+    # and every label's score
     texts = [text for text, _ in tagged_rows(40, 2)]
     (tmp_path / "texts.txt").write_text("\n".join(texts[:6]) + "\n")
     assert main(["predict", "--model", str(output), "--input", str(tmp_path / "texts.txt")]) == 0
@@ -184,16 +187,20 @@ def test_multilabel_round_trips_through_eval_predict_card_and_pipeline(tiny_bert
     model = AutoModelForSequenceClassification.from_pretrained(output).eval()
     tokenizer = AutoTokenizer.from_pretrained(output)
     with torch.no_grad():
-        probs = model(**tokenizer(texts[:6], padding=True, return_tensors="pt")).logits.sigmoid()
+        probs = (model(**tokenizer(texts[:6], padding=True, return_tensors="pt")).logits / temperature).sigmoid()
     names = [model.config.id2label[i] for i in range(3)]
     for row, p in zip(rows, probs):
         assert row["scores"] == pytest.approx(dict(zip(names, p.tolist())), abs=1e-5)
         assert row["labels"] == [n for n, s in zip(names, p.tolist()) if s >= thresholds[n]]
     classifier = pipeline("text-classification", model=str(output), tokenizer=str(output))
-    piped = {s["label"]: s["score"] for s in classifier(texts[0], top_k=None)}
-    assert piped == pytest.approx(rows[0]["scores"], abs=1e-5)  # pipeline applies the sigmoid itself
+    # the card's way: pipeline's raw logits, divided by the temperature, through the sigmoid
+    logits = classifier(texts[0], top_k=None, function_to_apply="none")
+    piped = {s["label"]: 1 / (1 + math.exp(-s["score"] / temperature)) for s in logits}
+    assert piped == pytest.approx(rows[0]["scores"], abs=1e-5)
+    assert [n for n in names if piped[n] >= thresholds[n]] == rows[0]["labels"]
 
     card = (output / "README.md").read_text()
     assert "A multi-label text classifier over 3 labels" in card
     assert "| threshold | " + " | ".join(f"{thresholds[n]:.2f}" for n in names) + " |" in card
-    assert "label_thresholds" in card and "top_k=None" in card
+    assert "label_thresholds" in card and 'top_k=None, function_to_apply="none"' in card
+    assert "calibration_temperature" in card and "### Calibration" in card

@@ -31,6 +31,8 @@ def expected_depth(model: torch.nn.Module, name: str) -> int:
     layer = re.search(r"\.layers?\.(\d+)\.", name)
     if layer:
         return NUM_LAYERS - int(layer.group(1))
+    if ".final_norm." in name:  # ModernBERT's LayerNorm above the layers: with the top layer
+        return 1
     in_base = name.startswith(model.base_model_prefix + ".") and ".pooler." not in name
     return NUM_LAYERS + 1 if in_base else 0
 

@@ -4,7 +4,6 @@ predicts; weights that should be frozen did not move, trainable ones did. Plus t
 options: seeding, early stopping, class weights, step-wise evaluation, checkpoints, TensorBoard.
 """
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from conftest import (
     FAMILIES,
     logits_of,
+    part_of,
     snapshot_weights,
     tiny_recipe,
     write_sentiment_csvs,
@@ -54,15 +54,6 @@ class CaptureModel(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.after = snapshot_weights(model)
         self.log_history = list(state.log_history)
-
-
-def part_of(name: str, base_prefix: str) -> str:
-    """'layer0', 'layer1', 'embeddings' or 'head', from the parameter name alone."""
-    name = name.removeprefix("base_model.model.")
-    layer = re.search(r"\.layers?\.(\d+)\.", name)
-    if layer:
-        return f"layer{layer.group(1)}"
-    return "embeddings" if name.startswith(base_prefix + ".") and ".pooler." not in name else "head"
 
 
 def train(recipe: dict) -> tuple:
@@ -111,7 +102,7 @@ def test_recipe_trains_saves_and_reloads_identically(tiny_models, small_csvs, tm
         assert any("lora_A" in n for n in changed) and any("lora_B" in n for n in changed)
     else:
         for name, moved in changed.items():
-            assert moved == (part_of(name, base_prefix) not in FROZEN[recipe]), name
+            assert moved == (part_of(name, base_prefix, reloaded.config.num_hidden_layers) not in FROZEN[recipe]), name
 
 
 @pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FAMILIES, snapshot_weights
+from conftest import part_of as conftest_part_of
 from transformers import AutoModelForSequenceClassification
 
 from hf_adapt.config import AdaptConfig, OptimConfig
@@ -29,13 +30,7 @@ def load(model_dir) -> torch.nn.Module:
 
 def part_of(model: torch.nn.Module, name: str) -> str:
     """'layer0', 'layer1', 'embeddings' or 'head' for a parameter name."""
-    name = name.removeprefix("base_model.model.")
-    layer = re.search(r"\.layers?\.(\d+)\.", name)
-    if layer:
-        return f"layer{layer.group(1)}"
-    if name.startswith(unwrapped_prefix(model) + ".") and ".pooler." not in name:
-        return "embeddings"
-    return "head"
+    return conftest_part_of(name, unwrapped_prefix(model), model.config.num_hidden_layers)
 
 
 def unwrapped_prefix(model: torch.nn.Module) -> str:
@@ -96,6 +91,8 @@ def test_full_trains_everything(tiny_models, family):
 ])
 def test_partial_freezes_exactly_the_named_parts(tiny_models, family, adapt, frozen):
     model = apply_strategy(load(tiny_models[family]), AdaptConfig(strategy="partial", **adapt))
+    if family == "modernbert":  # its head pools the mean itself: no pooling layer on top
+        frozen = frozen - {"layer2"}
 
     parts = trainable_parts(model)
 
@@ -111,7 +108,8 @@ def test_lora_trains_the_adapters_and_the_head_only(tiny_models, family):
 
     lora = [n for n in trainable if "lora_" in n]
     # lora_A and lora_B on five Linear modules per layer: query, value, attention output, feed-forward in/out
-    assert len(lora) == 2 * 5 * NUM_LAYERS
+    # (ModernBERT: four, its query, key and value being one Linear)
+    assert len(lora) == 2 * (4 if family == "modernbert" else 5) * NUM_LAYERS
     assert not any(key in n for n in lora for key in (".key.", ".k_lin.", ".key_proj."))
     assert all(part_of(model, n).startswith("layer") for n in lora)
     head = [n for n in trainable if "lora_" not in n]
@@ -205,3 +203,31 @@ def test_lora_training_leaves_base_weights_and_moves_adapters_and_head(tiny_mode
     for name, changed in moved(before, model).items():
         trains = "lora_" in name or ".modules_to_save." in name
         assert changed == trains, name
+
+
+def test_xlm_roberta_takes_the_roberta_path(tiny_models, tmp_path):
+    """XLM-RoBERTa is RoBERTa's architecture under its own model_type: the same layout, LoRA targets
+    and depth rule, and a recipe trains it end to end."""
+    from conftest import make_tokenizer, tiny_recipe, write_sentiment_csvs
+    from transformers import XLMRobertaConfig
+
+    from hf_adapt.config import config_from_dict
+    from hf_adapt.engine import run_recipe
+    from hf_adapt.modeling import encoder_layout, parameter_depths
+
+    roberta = AutoModelForSequenceClassification.from_pretrained(tiny_models["roberta"]).config.to_dict()
+    config = XLMRobertaConfig(**{k: v for k, v in roberta.items() if k not in ("model_type", "architectures")})
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "xlmr")
+    make_tokenizer(tmp_path / "xlmr", "roberta").save_pretrained(tmp_path / "xlmr")
+    model = load(tmp_path / "xlmr")
+    assert model.config.model_type == "xlm-roberta" and encoder_layout(model).num_layers == NUM_LAYERS
+    depths = parameter_depths(model)
+    assert {depths[id(p)] for n, p in model.named_parameters() if ".layer.0." in n} == {NUM_LAYERS}
+    lora = apply_strategy(load(tmp_path / "xlmr"), AdaptConfig(strategy="lora", lora_r=2))
+    assert len([n for n, p in lora.named_parameters() if "lora_" in n]) == 2 * 5 * NUM_LAYERS
+
+    data = write_sentiment_csvs(tmp_path / "data", rows=16)
+    result = run_recipe(config_from_dict(tiny_recipe(tmp_path / "xlmr", data, tmp_path / "out",
+                                                     adapt={"strategy": "lora"}, train={"max_steps": 1})))
+    assert "accuracy" in result.metrics["test"]
