@@ -62,13 +62,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_LENGTH_HELP = ("Tokens read of each text (default 256); a model trained with data.long_text: chunk reads whole "
+                   "texts in windows of the length it was trained on, or of this many tokens if given.")
+
+
 def add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="Evaluate a trained model on a labelled file.")
     parser.add_argument("--model", required=True, help="hf_adapt output directory (or local hub ORG/NAME).")
     parser.add_argument("--data", required=True, help="Labelled CSV/JSON(L)/Parquet file.")
     add_column_arguments(parser, label=True)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, help=MAX_LENGTH_HELP)
     parser.add_argument("--json", metavar="OUT", help="Also write the metrics to this JSON file.")
     add_model_arguments(parser)
     parser.set_defaults(func=run_eval)
@@ -98,7 +102,7 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="-", help="Output .jsonl or .csv; - (default) prints JSON lines.")
     add_column_arguments(parser, label=False)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=256, help="Truncate texts to this many tokens.")
+    parser.add_argument("--max-length", type=int, help=MAX_LENGTH_HELP)
     add_model_arguments(parser)
     parser.set_defaults(func=run_predict)
 
@@ -183,7 +187,7 @@ def resolve_model(reference: str, local_root: str | None = None) -> str:
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise HfAdaptError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
 
 

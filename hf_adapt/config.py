@@ -26,6 +26,8 @@ from hf_adapt.probes import detect_probe_kind
 
 STRATEGIES = ("full", "partial", "lora")
 TASKS = ("auto", "single_label", "multi_label", "regression")  # data.task (hf_adapt.data.resolve_task)
+LONG_TEXT = ("truncate", "chunk")  # data.long_text (hf_adapt.data.Windows)
+CHUNK_POOLING = ("auto", "mean", "max")
 # train.metric_for_best: auto = the task's first (hf_adapt.metrics.TASK_METRICS); mse, mae, loss: lower is better.
 BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "micro_f1", "samples_f1", "subset_accuracy", "pearson",
                 "spearman", "mse", "mae", "loss")
@@ -111,6 +113,18 @@ class DataConfig:
     label_columns: list[str] | None = field(
         default=None, metadata={"help": "multi_label: one 0/1 column per label, e.g. [anger, fear, joy] (instead of "
                                         "label_column)."})
+    long_text: str = field(
+        default="truncate",
+        metadata={"help": "truncate | chunk. truncate reads the first model.max_length tokens of a text; chunk reads "
+                          "all of it as overlapping windows of model.max_length tokens, each trained on with its "
+                          "text's labels, and predicts a text by pooling its windows' logits (predict and eval too)."},
+    )
+    chunk_stride: int | None = field(
+        default=None, metadata={"help": "chunk: tokens each window shares with the one before; null = a quarter of "
+                                        "model.max_length."})
+    chunk_pooling: str = field(
+        default="auto", metadata={"help": "chunk: auto | mean | max, how a text's window logits are pooled. auto = "
+                                          "max for multi_label (a label found in any window), mean otherwise."})
     group_column: str | None = field(
         default=None, metadata={"help": "Column naming each row's group (domain, client, ...), kept as `group`; "
                                         "`hf-adapt groupwise` trains per group."},
@@ -201,6 +215,12 @@ class TrainConfig:
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after N evals without gain."})
     seed: int = field(default=42, metadata={"help": "Seed for data order, splits and initialisation."})
     class_weights: str = field(default="none", metadata={"help": "none | balanced (inverse class frequency)."})
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "Classifiers: fit a temperature on validation after training so that the scores match "
+                          "how often they are right (temperature scaling; no prediction changes). Saved in "
+                          "config.json as calibration_temperature; predict and eval apply it."},
+    )
     group_by_length: bool = field(
         default=True, metadata={"help": "Batch texts of similar length together: less padding, faster."}
     )
@@ -588,6 +608,15 @@ def validate(config: RecipeConfig) -> list[str]:
           f"data.label_columns must name at least two distinct columns, got {shown(d.label_columns)}")
     check(not set(d.label_columns or ()) & {d.text_column, d.text_pair_column},
           "data.label_columns must not name a text column: the model would read its answer")
+    check(d.long_text in LONG_TEXT, f"data.long_text must be one of {', '.join(LONG_TEXT)}, got {shown(d.long_text)}")
+    check(d.chunk_pooling in CHUNK_POOLING,
+          f"data.chunk_pooling must be one of {', '.join(CHUNK_POOLING)}, got {shown(d.chunk_pooling)}")
+    check(d.chunk_stride is None or 0 <= d.chunk_stride < m.max_length,
+          f"data.chunk_stride must be in 0..{m.max_length - 1} (fewer tokens than a window, model.max_length "
+          f"{m.max_length}), got {shown(d.chunk_stride)}; lower it, or leave it out for a quarter of the window")
+    check(d.long_text != "chunk" or d.text_pair_column is None,
+          "data.long_text: chunk cuts one text into windows, and data.text_pair_column gives pairs; pairs are "
+          "truncated: set data.long_text: truncate")
     check(d.task != "regression" or t.class_weights == "none",
           "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none")
     check(0.0 < d.validation_fraction < 1.0,

@@ -74,6 +74,51 @@ class LabelMap:
         return vector
 
 
+DOCUMENT = "document"
+"""The column of a chunked split naming each window's text (its row in the split)."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    """`data.long_text: chunk`: a text is read as overlapping windows of `length` tokens, `stride`
+    of them shared with the window before; each window trains with its text's labels, and a text's
+    prediction pools its windows' logits (`pooling`: mean or max). Saved in the model's config.json
+    (`long_text_windows`), where predict and eval find it."""
+
+    length: int
+    stride: int
+    pooling: str
+
+    CONFIG_KEY = "long_text_windows"
+
+    @classmethod
+    def from_recipe(cls, data: DataConfig, max_length: int, task: str) -> "Windows | None":
+        if data.long_text != "chunk":
+            return None
+        pooling = data.chunk_pooling if data.chunk_pooling != "auto" else ("max" if task == "multi_label" else "mean")
+        return cls(max_length, max_length // 4 if data.chunk_stride is None else data.chunk_stride, pooling)
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "Windows | None":
+        saved = getattr(config, cls.CONFIG_KEY, None)
+        return cls(int(saved["length"]), int(saved["stride"]), str(saved["pooling"])) if saved else None
+
+    def save(self, config: Any) -> None:
+        setattr(config, self.CONFIG_KEY, {"length": self.length, "stride": self.stride, "pooling": self.pooling})
+
+    def encode(self, tokenizer: Any, texts: list[str]) -> tuple[Any, list[int]]:
+        """Tokenize `texts` into windows: `(encoding, rows)`, `rows[i]` being the text of window i.
+        The one windowing of training, predict and eval (the tokenizer's own overflow with a stride)."""
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+        if self.stride >= self.length - specials:
+            raise HfAdaptError(f"data.chunk_stride {self.stride} leaves no new tokens in a window of model.max_length "
+                               f"{self.length} ({specials} of them the tokenizer's special tokens); set "
+                               f"data.chunk_stride below {self.length - specials}")
+        encoded = tokenizer(texts, truncation=True, max_length=self.length, stride=self.stride,
+                            return_overflowing_tokens=True)
+        return encoded, list(encoded.pop("overflow_to_sample_mapping"))
+
+
 @dataclass
 class TaskData:
     """Checked raw splits (columns `text`, optional `text_pair`, `label`: a string, or a float for
@@ -545,24 +590,32 @@ def _check_group(splits: DatasetDict, group: str, task: TaskData) -> None:
 # Tokenization
 
 
-def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, max_length: int) -> DatasetDict:
+def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, max_length: int,
+                    windows: Windows | None = None) -> DatasetDict:
     """Tokenize without padding (the collator pads each batch to its own longest row).
 
-    Keeps a `length` column so length-grouped batching needs no second pass over the data.
+    Keeps a `length` column so length-grouped batching needs no second pass over the data. With
+    `windows` (data.long_text: chunk) a row is one window of a text, labelled as its text, and the
+    `document` column names that text's row in the split.
     """
     label2id = label_map.label2id
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        pair = batch.get("text_pair")
-        encoded = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
-        if label_map.task == "regression":
-            encoded["labels"] = batch["label"]
-        elif label_map.task == "multi_label":
-            encoded["labels"] = [label_map.multi_hot(labels) for labels in batch["label"]]
+    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        if windows is None:
+            encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
+            rows = list(range(len(batch["text"])))
         else:
-            encoded["labels"] = [label2id[label] for label in batch["label"]]
+            encoded, rows = windows.encode(tokenizer, batch["text"])
+            encoded[DOCUMENT] = [indices[row] for row in rows]
+        labels = [batch["label"][row] for row in rows]
+        if label_map.task == "regression":
+            encoded["labels"] = labels
+        elif label_map.task == "multi_label":
+            encoded["labels"] = [label_map.multi_hot(row_labels) for row_labels in labels]
+        else:
+            encoded["labels"] = [label2id[label] for label in labels]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
-    return splits.map(encode, batched=True, remove_columns=splits["train"].column_names,
+    return splits.map(encode, batched=True, with_indices=True, remove_columns=splits["train"].column_names,
                       desc="Tokenizing", keep_in_memory=True)

@@ -39,11 +39,11 @@ from hf_adapt.controls import (
     measure_run_forgetting,
     reinit_top_layers,
 )
-from hf_adapt.data import LabelMap, load_task_data, TaskData, tokenize_splits
+from hf_adapt.data import DOCUMENT, LabelMap, load_task_data, TaskData, tokenize_splits, Windows
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt
-from hf_adapt.metrics import sigmoid, tune_thresholds
+from hf_adapt.metrics import fit_temperature, pool_windows, sigmoid, tune_thresholds
 from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
 from hf_adapt.outputs import (
@@ -73,7 +73,12 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         check_probe_labels(config, task.label_map.labels)
         fingerprint = run_fingerprint(config, task.label_map.labels)  # what a checkpoint of this run depends on
         tokenizer = load_tokenizer(config.model)
-        encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length)
+        windows = Windows.from_recipe(config.data, config.model.max_length, task.label_map.task)  # long_text: chunk
+        encoded = tokenize_splits(task.splits, tokenizer, task.label_map, config.model.max_length, windows)
+        if windows is not None:
+            say(f"long_text chunk: {len(task.splits['train']):,} training texts -> {len(encoded['train']):,} windows "
+                f"of {windows.length} tokens ({windows.stride} shared with the one before); a text's prediction "
+                f"pools its windows' logits ({windows.pooling})")
         model = build_model(config, task.label_map, target_mean=task.target_mean)  # loaded, strategy applied
         summary = trainable_summary(model)
         say(f"{config.adapt.strategy}: {summary}")
@@ -84,7 +89,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             config, model, tokenizer, encoded, task.label_map, paths.work_dir,
             optimizer=lambda m: build_optimizer(m, config.optim, include_frozen=controls.include_frozen),
             loss_terms=controls.loss_terms,
-            callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint)])
+            callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint)],
+            windows=windows)
         check_distributed(trainer, config)
         setup_s = time.perf_counter() - started
         with interrupt.catch_signals():  # a frozen prefix is computed once, when the recipe freezes one
@@ -93,7 +99,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                                                                                           fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
         train_s = time.perf_counter() - started - setup_s
-        thresholds = tune_on_validation(trainer, encoded, task.label_map)  # multi-label; else None
+        fitted = fit_on_validation(trainer, encoded, task.label_map, windows, calibrate=config.train.calibrate)
+        if windows is not None:  # where predict and eval find how to window and pool
+            windows.save(unwrap(trainer.model).config)
         metrics = evaluate_splits(trainer, encoded)
 
         result = RunResult(
@@ -103,10 +111,11 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             timings={"setup_s": round(setup_s, 2), "train_s": round(train_s, 2),
                      "eval_s": round(time.perf_counter() - started - setup_s - train_s, 2)},
             train=train_summary(trainer, train_output),
-            data=data_summary(task),
+            data=data_summary(task, encoded if windows is not None else None),
             hardware=hardware_summary(trainer))
-        if thresholds is not None:
-            result.extra["thresholds"] = thresholds
+        result.extra.update(fitted)  # temperature, multi-label thresholds
+        if windows is not None:
+            result.extra["windows"] = {"length": windows.length, "stride": windows.stride, "pooling": windows.pooling}
         state_dict = gather_state_dict(trainer)  # a collective under FSDP: every rank takes part
         if trainer.is_world_process_zero():
             if config.forgetting.probe:
@@ -139,20 +148,34 @@ def check_distributed(trainer: Trainer, config: RecipeConfig) -> None:
     check_fsdp_controls(config.adapt, fsdp=trainer.is_fsdp_enabled)
 
 
-def tune_on_validation(trainer: Trainer, encoded: Any, label_map: LabelMap) -> dict[str, float] | None:
-    """Multi-label: each label's decision threshold, tuned on the validation split with the kept
-    weights, fixed for every later evaluation and saved in the model's config (`label_thresholds`,
-    where `predict` finds them). None for the other tasks."""
-    if label_map.task != "multi_label":
-        return None
-    output = trainer.predict(encoded["validation"], metric_key_prefix="tuning")
+def fit_on_validation(trainer: Trainer, encoded: Any, label_map: LabelMap, windows: Windows | None = None, *,
+                      calibrate: bool = True) -> dict[str, Any]:
+    """What is fitted on the validation split with the kept weights, fixed for every later evaluation
+    and saved in the model's config, where `predict` finds it: a classifier's temperature
+    (`calibration_temperature`, with `calibrate`), then each multi-label label's decision threshold
+    on the calibrated scores (`label_thresholds`). Returns them as `{"temperature", "thresholds"}`."""
+    if label_map.task == "regression" or not (calibrate or label_map.task == "multi_label"):
+        return {}
+    output = trainer.predict(encoded["validation"], metric_key_prefix="fitting")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    values = tune_thresholds(sigmoid(logits), output.label_ids)
-    trainer.thresholds.values = values
-    thresholds = {label: round(float(t), 2) for label, t in zip(label_map.labels, values)}
-    unwrap(trainer.model).config.label_thresholds = thresholds
-    say(f"decision thresholds tuned on validation: {', '.join(f'{k} {v:g}' for k, v in thresholds.items())}")
-    return thresholds
+    references = output.label_ids
+    if windows is not None:  # fitted for texts, whose scores pool their windows'
+        logits, first = pool_windows(logits, encoded["validation"][DOCUMENT], windows.pooling)
+        references = references[first]
+    config, fitted = unwrap(trainer.model).config, {}
+    if calibrate:
+        temperature = round(fit_temperature(logits, references, label_map.task), 4)
+        trainer.temperature.value = config.calibration_temperature = fitted["temperature"] = temperature
+        say(f"calibrated on validation: temperature {temperature:g} (scores are of logits / {temperature:g})")
+        logits = logits / temperature
+    if label_map.task == "multi_label":
+        values = tune_thresholds(sigmoid(logits), references)
+        trainer.thresholds.values = values
+        fitted["thresholds"] = {label: round(float(t), 2) for label, t in zip(label_map.labels, values)}
+        config.label_thresholds = fitted["thresholds"]
+        say("decision thresholds tuned on validation: "
+            + ", ".join(f"{k} {v:g}" for k, v in fitted["thresholds"].items()))
+    return fitted
 
 
 def evaluate_splits(trainer: Trainer, encoded: Any) -> dict[str, dict[str, float]]:
@@ -204,9 +227,12 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
     }
 
 
-def data_summary(task: TaskData) -> dict[str, Any]:
-    """The data a run read: sources and rows per split; for regression, the training targets' range."""
+def data_summary(task: TaskData, windows: Any = None) -> dict[str, Any]:
+    """The data a run read: sources and rows per split; for regression, the training targets' range;
+    for chunked texts, the windows per split (`windows`: the tokenized splits)."""
     summary: dict[str, Any] = {"sources": task.sources, "rows": {k: len(v) for k, v in task.splits.items()}}
+    if windows is not None:
+        summary["windows"] = {k: len(v) for k, v in windows.items()}
     if task.label_map.task == "regression":
         targets = task.splits["train"]["label"]
         summary["target_range"] = [min(targets), max(targets)]

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ContextManager, TextIO
 
+import numpy as np
 import torch
 
 from hf_adapt.config import DataConfig
-from hf_adapt.data import LabelMap, load_file, read_task_labels
+from hf_adapt.data import LabelMap, load_file, read_task_labels, Windows
 from hf_adapt.errors import HfAdaptError
-from hf_adapt.metrics import compute_classification_metrics, compute_multilabel_metrics, compute_regression_metrics
+from hf_adapt.metrics import pool_windows, score_logits
 from hf_adapt.modeling import load_trained, max_input_tokens
 
 
@@ -65,20 +66,59 @@ def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[Text], *, 
         yield index, tokenize_bounded(tokenizer, [texts[i] for i in index], max_length).to(device)
 
 
+DEFAULT_MAX_LENGTH = 256  # tokens read of a text, unless the caller or a chunked model says otherwise
+MAX_DOCUMENT_CHARS = 1_000_000  # a chunked model reads this much of a text (~200,000 words; memory stays bounded)
+
+
 @torch.inference_mode()
 def predict_logits(model: Any, tokenizer: Any, texts: Sequence[Text], *, batch_size: int = 64,
-                   max_length: int = 256) -> torch.Tensor:
-    """The logits [n, num_labels] of `texts`, in input order (fp32, on the CPU)."""
+                   max_length: int | None = None) -> torch.Tensor:
+    """The logits [n, num_labels] of `texts`, in input order (fp32, on the CPU). A text is cut to
+    `max_length` tokens (default 256); a model trained with `data.long_text: chunk` reads all of it
+    as windows of `max_length` tokens (default: the length it was trained on) and pools their logits."""
+    windows = Windows.from_model_config(model.config)
+    if windows is not None:
+        return _pooled_window_logits(model, tokenizer, texts, windows, batch_size=batch_size, max_length=max_length)
     logits = torch.empty(len(texts), model.config.num_labels)
-    for index, batch in length_sorted_batches(model, tokenizer, texts, batch_size=batch_size, max_length=max_length):
+    for index, batch in length_sorted_batches(model, tokenizer, texts, batch_size=batch_size,
+                                              max_length=max_length or DEFAULT_MAX_LENGTH):
         logits[index] = model(**batch).logits.float().cpu()
     return logits
 
 
+def _pooled_window_logits(model: Any, tokenizer: Any, texts: Sequence[Text], windows: Windows, *, batch_size: int,
+                          max_length: int | None) -> torch.Tensor:
+    """Each text's windows (`Windows.encode`, as in training), length-sorted into batches, their logits
+    pooled per text (`pool_windows`, as in training's evaluation)."""
+    if any(not isinstance(text, str) for text in texts):
+        raise HfAdaptError("this model reads long texts as windows of one text (data.long_text: chunk); it takes no "
+                           "text pairs: leave out --text-pair-column")
+    length = min(windows.length, max_length or windows.length, max_input_tokens(model.config) or windows.length)
+    if length != windows.length:  # a shorter window than trained on (--max-length): a quarter of it shared
+        windows = Windows(length, length // 4, windows.pooling)
+    encoded, rows = windows.encode(tokenizer, [text[:MAX_DOCUMENT_CHARS] for text in texts])
+    features = [{key: encoded[key][i] for key in encoded.keys()} for i in range(len(rows))]
+    window_logits = torch.empty(len(rows), model.config.num_labels)
+    order = sorted(range(len(rows)), key=lambda i: len(features[i]["input_ids"]))
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = tokenizer.pad([features[i] for i in index], return_tensors="pt").to(device)
+        window_logits[index] = model(**batch).logits.float().cpu()
+    pooled, _ = pool_windows(window_logits.numpy(), rows, windows.pooling)
+    return torch.from_numpy(pooled).float()
+
+
 def predict_label_ids(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label ids, probabilities [n, num_labels]) of a classifier for `texts`, in input order."""
-    probs = predict_logits(model, tokenizer, texts, **kwargs).softmax(-1)
+    """(label ids, probabilities [n, num_labels]) of a classifier for `texts`, in input order; the
+    probabilities are calibrated where the model saved a temperature."""
+    probs = (predict_logits(model, tokenizer, texts, **kwargs) / calibration_temperature(model.config)).softmax(-1)
     return probs.argmax(-1), probs
+
+
+def calibration_temperature(config: Any) -> float:
+    """The temperature a classifier's scores divide its logits by (fitted on validation; 1.0 if none)."""
+    return float(getattr(config, "calibration_temperature", None) or 1.0)
 
 
 CHARS_PER_TOKEN = 16  # the first cut; a text whose cut yields fewer than max_length tokens is cut longer
@@ -114,7 +154,7 @@ def predict(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) ->
     if task == "multi_label":
         names = [model.config.id2label[i] for i in sorted(model.config.id2label)]
         cut = torch.tensor(label_thresholds(model.config))
-        probs = predict_logits(model, tokenizer, texts, **kwargs).sigmoid()
+        probs = (predict_logits(model, tokenizer, texts, **kwargs) / calibration_temperature(model.config)).sigmoid()
         return [Prediction(None, 0.0, labels=[n for n, on in zip(names, row >= cut) if on],
                            scores=dict(zip(names, row.tolist()))) for row in probs]
     ids, probs = predict_label_ids(model, tokenizer, texts, **kwargs)
@@ -131,7 +171,7 @@ def label_thresholds(config: Any) -> list[float]:
 def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: str = "text",
                   label_column: str = "label", text_pair_column: str | None = None,
                   label_separator: str | None = None, label_columns: list[str] | None = None,
-                  batch_size: int = 64, max_length: int = 256, device: str = "cpu") -> dict[str, float]:
+                  batch_size: int = 64, max_length: int | None = None, device: str = "cpu") -> dict[str, float]:
     """Metrics of a saved model on a labelled file: accuracy, macro-F1, MCC and per-class F1 for a
     classifier; Pearson, Spearman, MSE and MAE for a regression model; for a multi-label model the
     F1s, subset accuracy and per-label precision/recall/F1 at its saved thresholds and at 0.5."""
@@ -147,21 +187,19 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
     spec = DataConfig(label_column=label_column, label_separator=label_separator, label_columns=label_columns)
     labels = read_task_labels(dataset, str(data_file), spec, label_map.task)
     texts = read_inputs(dataset, text_column, text_pair_column)
-    if label_map.task == "regression":
-        values = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)[:, 0]
-        return compute_regression_metrics(values.numpy(), labels)
-    named = {label for row in labels for label in row} if label_map.task == "multi_label" else set(labels)
-    unknown = sorted(named - set(label_map.labels))
-    if unknown:
-        raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "
-                           f"(it knows: {', '.join(label_map.labels)})")
-    if label_map.task == "multi_label":
-        probs = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length).sigmoid()
-        return compute_multilabel_metrics(probs.numpy(), [label_map.multi_hot(row) for row in labels],
-                                          label_map.id2label, label_thresholds(model.config))
-    ids, _ = predict_label_ids(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    references = [label_map.label2id[label] for label in labels]
-    return compute_classification_metrics(ids.numpy(), references, label_map.id2label)
+    if label_map.task != "regression":
+        named = {label for row in labels for label in row} if label_map.task == "multi_label" else set(labels)
+        unknown = sorted(named - set(label_map.labels))
+        if unknown:
+            raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "
+                               f"(it knows: {', '.join(label_map.labels)})")
+    references = {"regression": lambda: labels, "multi_label": lambda: [label_map.multi_hot(row) for row in labels],
+                  "single_label": lambda: [label_map.label2id[label] for label in labels]}[label_map.task]()
+    logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    saved = getattr(model.config, "calibration_temperature", None)
+    return score_logits(logits.numpy(), np.asarray(references), label_map.id2label, label_map.task,
+                        thresholds=label_thresholds(model.config) if label_map.task == "multi_label" else None,
+                        temperature=float(saved) if saved else None)
 
 
 def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:

@@ -128,6 +128,93 @@ class Thresholds:
     values: np.ndarray | None = None
 
 
+@dataclass
+class WindowsOf:
+    """data.long_text: chunk — the text (`documents`) of each window of the split being evaluated,
+    set by the trainer before each evaluation (None: rows are whole texts), and how a text's window
+    logits pool; compute_metrics then scores texts, not windows."""
+
+    pooling: str = "mean"
+    documents: np.ndarray | None = None
+
+
+def pool_windows(logits: ArrayLike, documents: ArrayLike, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's logits pooled over its windows (`"mean"` or `"max"`), texts in the order of their
+    ids; returns `(pooled [texts, k], the index of each text's first window)` (for its labels)."""
+    logits, documents = np.asarray(logits, dtype=np.float64), np.asarray(documents)
+    ids, first, which = np.unique(documents, return_index=True, return_inverse=True)
+    which = which.reshape(-1)
+    if pooling == "max":
+        pooled = np.full((len(ids), *logits.shape[1:]), -np.inf)
+        np.maximum.at(pooled, which, logits)
+    else:
+        pooled = np.zeros((len(ids), *logits.shape[1:]))
+        np.add.at(pooled, which, logits)
+        pooled /= np.bincount(which, minlength=len(ids)).reshape(-1, *[1] * (logits.ndim - 1))
+    return pooled, first
+
+
+@dataclass
+class Temperature:
+    """Temperature scaling (Guo et al., 2017): scores are softmax (or sigmoid) of logits / `value`,
+    `value` fitted on validation after training (None until then, and without calibration)."""
+
+    value: float | None = None
+
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al.
+
+
+def expected_calibration_error(logits: ArrayLike, references: ArrayLike, task: str,
+                               temperature: float = 1.0) -> float:
+    """How far the scores of `logits / temperature` are from the frequencies they claim: the
+    confidence-weighted gap |accuracy - confidence| over `ECE_BINS` bins. Single-label: the top
+    class's probability against whether it was right; multi-label: every (text, label) score
+    against whether the label applies."""
+    logits = np.asarray(logits, dtype=np.float64) / temperature
+    references = np.asarray(references)
+    if task == "multi_label":
+        confidence = sigmoid(logits).reshape(-1)
+        correct = (references >= 0.5).reshape(-1).astype(np.float64)
+    else:
+        probs = softmax(logits)
+        confidence = probs.max(-1)
+        correct = (probs.argmax(-1) == references).astype(np.float64)
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    counts = np.bincount(bins, minlength=ECE_BINS)
+    gaps = np.abs(np.bincount(bins, correct, ECE_BINS) - np.bincount(bins, confidence, ECE_BINS))
+    return float(gaps.sum() / max(counts.sum(), 1))
+
+
+def fit_temperature(logits: ArrayLike, references: ArrayLike, task: str) -> float:
+    """The temperature in [0.05, 20] that minimises the negative log-likelihood of `references`
+    (cross-entropy; binary cross-entropy per label for multi-label) under softmax/sigmoid of
+    logits / T. One number, so no prediction changes, only how sure the scores say it is.
+    Written here (a bounded 1-D search with scipy) as no maintained library fits it for logits."""
+    from scipy.optimize import minimize_scalar
+
+    logits, references = np.asarray(logits, dtype=np.float64), np.asarray(references)
+
+    def loss(log_t: float) -> float:
+        scaled = logits / np.exp(log_t)
+        if task == "multi_label":
+            targets = (references >= 0.5).astype(np.float64)
+            return float(np.mean(np.logaddexp(0.0, scaled) - targets * scaled))
+        shifted = scaled - scaled.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        return float(-np.mean(log_probs[np.arange(len(references)), references.astype(int)]))
+
+    found = minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded",
+                            options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def softmax(logits: ArrayLike) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 def sigmoid(logits: ArrayLike) -> np.ndarray:
     """Multi-label scores from logits (float64, so the thresholds compare exact values)."""
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
@@ -169,6 +256,26 @@ def compute_multilabel_metrics(probs: ArrayLike, references: ArrayLike, id2label
     return {key: float(value) for key, value in scores.items()}
 
 
+def score_logits(logits: ArrayLike, references: ArrayLike, id2label: Mapping[int, str], task: str, *,
+                 thresholds: ArrayLike | None = None, temperature: float | None = None) -> dict[str, float]:
+    """The metrics of one evaluation from its logits, for training's evaluations and `hf-adapt eval`
+    alike: the task's metrics, and for a classifier the expected calibration error of the raw scores
+    (`ece`) and, with a fitted `temperature`, of the calibrated ones (`ece_calibrated`), whose
+    scores the multi-label `thresholds` then cut (tuned on these rows while None)."""
+    if task == "regression":
+        return compute_regression_metrics(np.asarray(logits).reshape(-1), references)
+    calibration = {"ece": expected_calibration_error(logits, references, task)}
+    if temperature is not None:
+        calibration["ece_calibrated"] = expected_calibration_error(logits, references, task, temperature)
+        logits = np.asarray(logits, dtype=np.float64) / temperature  # the scores predict gives
+    if task == "multi_label":
+        probs = sigmoid(logits)
+        cut = thresholds if thresholds is not None else tune_thresholds(probs, references)
+        return {**compute_multilabel_metrics(probs, references, id2label, cut), **calibration}
+    predictions = np.argmax(logits, axis=-1)
+    return {**compute_classification_metrics(predictions, references, id2label), **calibration}
+
+
 def best_metric(name: str, task: str) -> str:
     """`train.metric_for_best` for `task`: `auto` resolved, a metric of another task refused."""
     if name == "auto":
@@ -180,7 +287,9 @@ def best_metric(name: str, task: str) -> str:
 
 
 def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label",
-                          thresholds: Thresholds | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
+                          thresholds: Thresholds | None = None,
+                          windows: WindowsOf | None = None,
+                          temperature: Temperature | None = None) -> Callable[[EvalPrediction], dict[str, float]]:
     """Build the `compute_metrics` function for `transformers.Trainer`.
 
     Args:
@@ -191,6 +300,11 @@ def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label
             `"multi_label"` the sigmoid of every output (`compute_multilabel_metrics`).
         thresholds (`Thresholds`, *optional*):
             multi-label: the decision thresholds to apply, or to tune on each evaluation while unset.
+        windows (`WindowsOf`, *optional*):
+            chunked texts: while its `documents` is set, each text's windows are pooled first.
+        temperature (`Temperature`, *optional*):
+            classifiers: once fitted, scores are of logits / temperature, and the expected calibration
+            error is reported before (`ece`) and after (`ece_calibrated`) it.
 
     Returns:
         `Callable[[EvalPrediction], dict[str, float]]`: takes the logits and labels of an
@@ -202,14 +316,12 @@ def build_compute_metrics(id2label: Mapping[int, str], task: str = "single_label
         # Models asked for hidden states or attentions return a tuple; the logits come first.
         if isinstance(logits, tuple):
             logits = logits[0]
-        if task == "regression":
-            return compute_regression_metrics(np.asarray(logits).reshape(-1), eval_prediction.label_ids)
-        if task == "multi_label":
-            probs = sigmoid(logits)
-            fixed = thresholds.values if thresholds is not None else None
-            cut = fixed if fixed is not None else tune_thresholds(probs, eval_prediction.label_ids)
-            return compute_multilabel_metrics(probs, eval_prediction.label_ids, id2label, cut)
-        predictions = np.argmax(logits, axis=-1)
-        return compute_classification_metrics(predictions, eval_prediction.label_ids, id2label)
+        references = eval_prediction.label_ids
+        if windows is not None and windows.documents is not None:
+            logits, first = pool_windows(logits, windows.documents, windows.pooling)
+            references = np.asarray(references)[first]
+        return score_logits(logits, references, id2label, task,
+                            thresholds=thresholds.values if thresholds is not None else None,
+                            temperature=temperature.value if temperature is not None else None)
 
     return compute_metrics

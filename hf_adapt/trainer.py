@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -26,10 +27,10 @@ from transformers import (
 
 from hf_adapt.caching import EXAMPLE_INDEX, FrozenPrefixCache
 from hf_adapt.config import RecipeConfig
-from hf_adapt.data import LabelMap
+from hf_adapt.data import DOCUMENT, LabelMap, Windows
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
-from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER, Thresholds
+from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER, Temperature, Thresholds, WindowsOf
 from hf_adapt.optim import build_optimizer
 
 OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
@@ -48,11 +49,14 @@ class AdaptTrainer(Trainer):
 
     def __init__(self, *args: Any, recipe: RecipeConfig, optimizer_builder: OptimizerBuilder,
                  class_weights: torch.Tensor | None = None, loss_terms: Sequence[LossTerm] = (),
-                 task: str = "single_label", thresholds: Thresholds | None = None, **kwargs: Any):
+                 task: str = "single_label", thresholds: Thresholds | None = None,
+                 windows: WindowsOf | None = None, temperature: Temperature | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.windows = windows  # chunked texts: each evaluation scores texts, pooling their windows
         self.recipe = recipe
         self.task = task  # hf_adapt.data.LabelMap.task: single_label (cross-entropy), multi_label (BCE), regression (MSE)
         self.thresholds = thresholds  # multi-label decision thresholds, shared with compute_metrics
+        self.temperature = temperature  # classifiers: fitted on validation after training, shared with it too
         self.optimizer_builder = optimizer_builder
         self.class_weights = class_weights
         self.loss_terms = list(loss_terms)
@@ -101,6 +105,35 @@ class AdaptTrainer(Trainer):
         for term in self.loss_terms:
             loss = loss + term(model)
         return (loss, outputs) if return_outputs else loss
+
+    @contextmanager
+    def _scoring_texts(self, dataset: Any) -> Iterator[None]:
+        """While evaluating a chunked split, compute_metrics pools each text's windows (`WindowsOf`)."""
+        chunked = self.windows is not None and DOCUMENT in getattr(dataset, "column_names", ())
+        if chunked:
+            self.windows.documents = np.asarray(dataset[DOCUMENT])
+        try:
+            yield
+        finally:
+            if chunked:
+                self.windows.documents = None
+
+    def evaluate(self, eval_dataset: Any = None, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with self._scoring_texts(self.eval_dataset if eval_dataset is None else eval_dataset):
+            return super().evaluate(eval_dataset, *args, **kwargs)
+
+    def predict(self, test_dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._scoring_texts(test_dataset):
+            return super().predict(test_dataset, *args, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        # A chunked split is scored in its own order, where `document` names each window's text (Trainer
+        # would otherwise group evaluation rows by length too; the column itself is gone by now, as the
+        # model takes no such input). Several processes: Accelerate shards it in order and gathers it
+        # back in order.
+        if self.windows is not None and self.windows.documents is not None:
+            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
 
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
         """The best evaluation by `train.metric_for_best`, a tie going to the lower validation loss and
@@ -164,13 +197,15 @@ def training_attention(device: torch.device) -> Iterator[None]:
 
 def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, encoded: Any,
                   label_map: LabelMap, work_dir: Path, *, callbacks: Sequence[TrainerCallback] = (),
-                  optimizer: OptimizerBuilder | None = None, loss_terms: Sequence[LossTerm] = ()) -> AdaptTrainer:
+                  optimizer: OptimizerBuilder | None = None, loss_terms: Sequence[LossTerm] = (),
+                  windows: Windows | None = None) -> AdaptTrainer:
     """The recipe's Trainer, checkpointing into `work_dir` (cleared first unless resuming).
 
     Args:
         optimizer (*optional*): builds the optimizer from the (wrapped) model; default
             `build_optimizer(model, config.optim)`.
         loss_terms (*optional*): penalties added to the loss (L2-SP).
+        windows (*optional*): data.long_text: chunk; evaluations then score texts, pooling their windows.
     """
     args = build_training_arguments(config, work_dir, label_map.task)
     if not config.train.resume:  # what is there is an old run's (--overwrite) or holds no checkpoint
@@ -179,6 +214,8 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
                 shutil.rmtree(work_dir)
     callbacks = list(callbacks)
     thresholds = Thresholds()  # multi-label: tuned per evaluation until evaluate_splits fixes them
+    windows_of = WindowsOf(windows.pooling) if windows is not None else None
+    temperature = Temperature()  # fitted on validation after training (train.calibrate)
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     trainer = AdaptTrainer(
@@ -188,7 +225,7 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.train.pad_to_multiple_of),
-        compute_metrics=build_compute_metrics(label_map.id2label, label_map.task, thresholds),
+        compute_metrics=build_compute_metrics(label_map.id2label, label_map.task, thresholds, windows_of, temperature),
         callbacks=callbacks,
         recipe=config,
         optimizer_builder=optimizer or (lambda m: build_optimizer(m, config.optim)),
@@ -196,6 +233,8 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
         loss_terms=loss_terms,
         task=label_map.task,
         thresholds=thresholds,
+        windows=windows_of,
+        temperature=temperature,
     )
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ProgressToStderr)

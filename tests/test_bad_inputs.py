@@ -193,6 +193,16 @@ CASES = [
     Bad("label-columns-missing", lambda w: w.train(data={"label_columns": ["joy", "fear"], "train_file": w.file(
         "cols2.csv", "text,joy,love\na,1,0\nb,0,1\n")}),
         "{root}/cols2.csv: no column 'fear' (found: text, joy, love); set data.label_columns[1]"),
+    # data.long_text: chunk (max_length 32 in the tiny recipe; its tokenizer adds 2 special tokens)
+    Bad("chunk-stride-not-below-max-length", lambda w: w.train(data={"long_text": "chunk", "chunk_stride": 32}),
+        "data.chunk_stride must be in 0..31 (fewer tokens than a window, model.max_length 32), got 32; lower it"),
+    Bad("chunk-stride-leaves-no-new-tokens", lambda w: w.train(data={"long_text": "chunk", "chunk_stride": 30}),
+        "data.chunk_stride 30 leaves no new tokens in a window of model.max_length 32 (2 of them the tokenizer's "
+        "special tokens); set data.chunk_stride below 30"),
+    Bad("chunk-with-pairs", lambda w: w.train(data={"long_text": "chunk", "text_pair_column": "label2"}),
+        "data.long_text: chunk cuts one text into windows, and data.text_pair_column gives pairs"),
+    Bad("long-text-unknown", lambda w: w.train(data={"long_text": "slide"}),
+        "data.long_text must be one of truncate, chunk, got 'slide'"),
     Bad("label-columns-single-label", lambda w: w.train(data={"label_columns": ["joy", "love"], "task": "single_label"}),
         "data.label_separator and data.label_columns give several labels per text, and data.task is 'single_label'; "
         "set data.task: multi_label"),

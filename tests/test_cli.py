@@ -168,8 +168,9 @@ def test_predict_a_csv_file_into_jsonl_and_csv(trained, data, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == texts  # input order
     assert [r["label"] for r in rows] == expected_labels(trained, texts)
-    probabilities = logits_of(AutoModelForSequenceClassification.from_pretrained(trained),
-                              AutoTokenizer.from_pretrained(trained), texts).softmax(-1).max(-1).values
+    model = AutoModelForSequenceClassification.from_pretrained(trained)  # scores: softmax of logits / temperature
+    probabilities = (logits_of(model, AutoTokenizer.from_pretrained(trained), texts)
+                     / model.config.calibration_temperature).softmax(-1).max(-1).values
     assert [r["score"] for r in rows] == pytest.approx(probabilities.tolist(), abs=2e-6)
     with (tmp_path / "p.csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))

@@ -159,6 +159,8 @@ def test_gathered_metrics_equal_single_process_evaluation(launched: dict, strate
     for split in ("validation", "test"):
         single = evaluate_file(launched["tmp"] / "out" / strategy, launched["data"][split])
         gathered = {key: value for key, value in saved[split].items() if key != "loss"}
-        assert gathered == pytest.approx(single, abs=1e-9), split
+        # counts agree exactly (a row is 1/25 = 0.04); the calibration errors read the logits, whose float
+        # sums differ between two processes and one in the last digits
+        assert gathered == pytest.approx(single, abs=1e-6), split
         assert 0.0 < single["accuracy"] < 1.0
         assert abs(single["accuracy"] * 25 - round(single["accuracy"] * 25)) < 1e-9  # counted over exactly 25 rows

@@ -17,6 +17,7 @@ from hf_adapt.metrics import (
     METRIC_NAMES,
     build_compute_metrics,
     compute_classification_metrics,
+    expected_calibration_error,
     load_metric,
 )
 
@@ -148,6 +149,7 @@ def test_build_compute_metrics_takes_first_element_of_tuple_predictions():
 
     scores = compute_metrics(EvalPrediction(predictions=(logits, hidden_states), label_ids=labels))
 
-    assert scores == compute_classification_metrics([0, 1, 2, 0], labels, ID2LABEL)
+    assert scores == {**compute_classification_metrics([0, 1, 2, 0], labels, ID2LABEL),
+                      "ece": expected_calibration_error(logits, labels, "single_label")}
     assert scores["accuracy"] == pytest.approx(0.75)
     assert compute_metrics(EvalPrediction(predictions=logits, label_ids=labels)) == scores
