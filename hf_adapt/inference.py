@@ -112,13 +112,19 @@ def _pooled_window_logits(model: Any, tokenizer: Any, texts: Sequence[Text], win
 def predict_label_ids(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(label ids, probabilities [n, num_labels]) of a classifier for `texts`, in input order; the
     probabilities are calibrated where the model saved a temperature."""
-    probs = (predict_logits(model, tokenizer, texts, **kwargs) / calibration_temperature(model.config)).softmax(-1)
+    probs = calibrated(predict_logits(model, tokenizer, texts, **kwargs), model.config).softmax(-1)
     return probs.argmax(-1), probs
 
 
-def calibration_temperature(config: Any) -> float:
-    """The temperature a classifier's scores divide its logits by (fitted on validation; 1.0 if none)."""
-    return float(getattr(config, "calibration_temperature", None) or 1.0)
+def calibration_temperature(config: Any) -> float | None:
+    """The temperature a classifier's scores divide its logits by (fitted on validation), or None."""
+    saved = getattr(config, "calibration_temperature", None)
+    return float(saved) if saved else None
+
+
+def calibrated(logits: torch.Tensor, config: Any) -> torch.Tensor:
+    """Logits divided by the model's saved temperature (as they are where none is saved)."""
+    return logits / (calibration_temperature(config) or 1.0)
 
 
 CHARS_PER_TOKEN = 16  # the first cut; a text whose cut yields fewer than max_length tokens is cut longer
@@ -154,7 +160,7 @@ def predict(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) ->
     if task == "multi_label":
         names = [model.config.id2label[i] for i in sorted(model.config.id2label)]
         cut = torch.tensor(label_thresholds(model.config))
-        probs = (predict_logits(model, tokenizer, texts, **kwargs) / calibration_temperature(model.config)).sigmoid()
+        probs = calibrated(predict_logits(model, tokenizer, texts, **kwargs), model.config).sigmoid()
         return [Prediction(None, 0.0, labels=[n for n, on in zip(names, row >= cut) if on],
                            scores=dict(zip(names, row.tolist()))) for row in probs]
     ids, probs = predict_label_ids(model, tokenizer, texts, **kwargs)
@@ -193,13 +199,16 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
         if unknown:
             raise HfAdaptError(f"{data_file}: labels {unknown[:5]} are unknown to the model "
                                f"(it knows: {', '.join(label_map.labels)})")
-    references = {"regression": lambda: labels, "multi_label": lambda: [label_map.multi_hot(row) for row in labels],
-                  "single_label": lambda: [label_map.label2id[label] for label in labels]}[label_map.task]()
+    if label_map.task == "multi_label":
+        references = [label_map.multi_hot(row) for row in labels]
+    elif label_map.task == "single_label":
+        references = [label_map.label2id[label] for label in labels]
+    else:
+        references = labels
     logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    saved = getattr(model.config, "calibration_temperature", None)
     return score_logits(logits.numpy(), np.asarray(references), label_map.id2label, label_map.task,
                         thresholds=label_thresholds(model.config) if label_map.task == "multi_label" else None,
-                        temperature=float(saved) if saved else None)
+                        temperature=calibration_temperature(model.config))
 
 
 def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:
