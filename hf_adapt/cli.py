@@ -2,7 +2,8 @@
 
     hf-adapt train RECIPE.yaml [section.key=value ...] [--overwrite] [--resume]
     hf-adapt eval --model DIR --data FILE
-    hf-adapt predict --model DIR [--input FILE|-] [--output FILE|-]
+    hf-adapt predict --model DIR [--input FILE|-] [--output FILE|-] [--backend torch|onnx]
+    hf-adapt export DIR [--quantize int8]
 
 Problems with the user's input end with one line on stderr and exit status 2 (a traceback only
 with `--debug`).
@@ -103,6 +104,9 @@ def add_predict(subparsers: argparse._SubParsersAction) -> None:
     add_column_arguments(parser, label=False)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, help=MAX_LENGTH_HELP)
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch (default): the saved model; onnx: its export (`hf-adapt export`; --model is the "
+                             "export folder or the output directory holding one), on the CPU through onnxruntime")
     add_model_arguments(parser)
     parser.set_defaults(func=run_predict)
 
@@ -120,12 +124,9 @@ def add_column_arguments(parser: argparse.ArgumentParser, *, label: bool) -> Non
 def model_columns(model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
     """The columns to read: the flags given, else those the model was trained on (its saved
     recipe.yaml), else `text` and `label`."""
-    import yaml
+    from hf_adapt.inference import saved_data_columns
 
-    saved: dict = {}
-    recipe = Path(model_dir) / "recipe.yaml"
-    if recipe.is_file():
-        saved = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
+    saved = saved_data_columns(model_dir)
     columns = {"text_column": args.text_column or saved.get("text_column") or "text",
                "text_pair_column": args.text_pair_column or saved.get("text_pair_column")}
     if hasattr(args, "label_column"):  # eval: where the labels are, and how a multi-label row holds them
@@ -171,7 +172,14 @@ def run_predict(args: argparse.Namespace) -> int:
     check_output_file(args.output, "--output", args.input)
     model_dir = resolve_model(args.model, args.local_root)
     chunks = open_texts(args.input, **model_columns(model_dir, args))
-    model, tokenizer = load_trained(model_dir, device=resolve_device(args.device))
+    if args.backend == "onnx":
+        if args.device not in ("auto", "cpu"):
+            raise HfAdaptError(f"--backend onnx runs on the CPU; leave out --device {args.device}")
+        from hf_adapt.export import load_exported
+
+        model, tokenizer = load_exported(model_dir)
+    else:
+        model, tokenizer = load_trained(model_dir, device=resolve_device(args.device))
     write_predictions(prediction_rows(model, tokenizer, chunks, batch_size=args.batch_size,
                                       max_length=args.max_length), args.output)
     return 0
@@ -189,6 +197,26 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise HfAdaptError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+
+
+def add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="Export a trained model to ONNX (optionally int8), checked against PyTorch.",
+        description="Writes OUTPUT_DIR/onnx (or onnx-int8): model.onnx, config, tokenizer and parity.json, the "
+                    "largest logit difference and label agreement with the PyTorch model on the run's validation "
+                    "texts. An export short of the agreement (100%% fp32, 98%% int8, near ties aside) is not written.")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="output directory of a finished run")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
+    parser.add_argument("--quantize", choices=("int8",), help="int8 weights (onnxruntime dynamic quantization)")
+    parser.add_argument("--destination", metavar="DIR", help="export folder (default OUTPUT_DIR/onnx or onnx-int8)")
+    parser.add_argument("--parity-file", metavar="FILE",
+                        help="texts to check the export on (default the run's validation file, else its test file)")
+    parser.add_argument("--parity-rows", type=int, default=2000, metavar="N", help="texts compared, at most (2000)")
+    parser.add_argument("--min-agreement", type=float, metavar="F",
+                        help="label agreement the export must reach, near ties aside (default 1.0 fp32, 0.98 int8; "
+                             "regression: the correlation, 0.999 and 0.99)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    parser.set_defaults(func=run_cli_of("hf_adapt.export"))
 
 
 def add_push(subparsers: argparse._SubParsersAction) -> None:
@@ -264,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="Let the libraries' own load reports, warnings and progress bars through (any position).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_eval, add_predict, add_push, add_forgetting, add_compare, add_groupwise):
+    for add in (add_train, add_eval, add_predict, add_export, add_push, add_forgetting, add_compare, add_groupwise):
         add(subparsers)
     return parser
 

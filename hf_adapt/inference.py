@@ -60,7 +60,7 @@ def length_sorted_batches(model: Any, tokenizer: Any, texts: Sequence[Text], *, 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]) if isinstance(texts[i], str) else sum(map(len, texts[i])))
     # Never past the position embeddings: a long untrusted text would crash the model, not be truncated.
     max_length = min(max_length, max_input_tokens(model.config) or max_length)
-    device = next(model.parameters()).device
+    device = model.device
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         yield index, tokenize_bounded(tokenizer, [texts[i] for i in index], max_length).to(device)
@@ -100,7 +100,7 @@ def _pooled_window_logits(model: Any, tokenizer: Any, texts: Sequence[Text], win
     features = [{key: encoded[key][i] for key in encoded.keys()} for i in range(len(rows))]
     window_logits = torch.empty(len(rows), model.config.num_labels)
     order = sorted(range(len(rows)), key=lambda i: len(features[i]["input_ids"]))
-    device = next(model.parameters()).device
+    device = model.device
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         batch = tokenizer.pad([features[i] for i in index], return_tensors="pt").to(device)
@@ -209,6 +209,17 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
     return score_logits(logits.numpy(), np.asarray(references), label_map.id2label, label_map.task,
                         thresholds=label_thresholds(model.config) if label_map.task == "multi_label" else None,
                         temperature=calibration_temperature(model.config))
+
+
+def saved_data_columns(model_dir: str | Path) -> dict[str, Any]:
+    """The `data` section of the recipe a model was trained with (its output directory's
+    recipe.yaml: columns, files, label format), or {} where there is none."""
+    import yaml
+
+    recipe = Path(model_dir) / "recipe.yaml"
+    if not recipe.is_file():
+        return {}
+    return (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
 
 
 def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:

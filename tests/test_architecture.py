@@ -15,7 +15,7 @@ LAYERS = [
     {"compare", "groupwise"},
     {"reports", "recipes", "recipes.full", "recipes.partial", "recipes.lora"},
     {"engine"},
-    {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "hub", "cards", "caching"},
+    {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "hub", "cards", "caching", "export"},
     {"modeling", "data", "optim", "pooling", "inference", "forgetting"},
     {"config", "metrics", "errors", "probes"},
 ]
@@ -110,7 +110,7 @@ def test_the_package_holds_no_benchmark_harness() -> None:
     names = {p.stem for p in PACKAGE.rglob("*.py")}
     assert not [n for n in names if "bench" in n or "profile" in n]
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "eval", "predict", "push", "forgetting", "compare", "groupwise"}
+    assert set(commands) == {"train", "eval", "predict", "export", "push", "forgetting", "compare", "groupwise"}
 
 
 def test_user_messages_name_no_repository_paths() -> None:
