@@ -350,18 +350,46 @@ def _accepted(module: nn.Module) -> set[str]:
 # The engine's entry point
 
 
-class EpochTimer(TrainerCallback):
-    """Wall-clock seconds of each training epoch (evaluation and checkpoints excluded)."""
+class TrainingClock(TrainerCallback):
+    """Seconds spent training, evaluations and checkpoints excluded: per epoch, and at each
+    evaluation with its validation loss and metric (the run's time-to-accuracy curve).
+
+    The clock runs from one optimizer step's end to the next (data loading included); an
+    evaluation or a checkpoint restarts it when it ends, so neither counts.
+    """
 
     def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._began = 0.0
+        self.seconds: list[float] = []  # per epoch
+        self.curve: list[dict[str, Any]] = []
+        self.trained = 0.0
+        self._mark = 0.0
+        self._epoch_began = 0.0
+
+    def _restart(self, *args: Any, **kwargs: Any) -> None:
+        self._mark = time.perf_counter()
+
+    on_train_begin = on_save = _restart
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self.trained += now - self._mark
+        self._mark = now
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self._began = time.perf_counter()
+        self._epoch_began = self.trained
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.seconds.append(round(time.perf_counter() - self._began, 3))
+        self.seconds.append(round(self.trained - self._epoch_began, 3))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        name = args.metric_for_best_model
+        point = {"step": int(state.global_step), "epoch": round(float(state.epoch or 0), 3),
+                 "train_s": round(self.trained, 2)}
+        for key in ("loss", name):
+            if key and metrics and f"eval_{key}" in metrics:
+                point[key] = metrics[f"eval_{key}"]
+        self.curve.append(point)
+        self._restart()
 
 
 def train_with_cache(trainer: Any, config: RecipeConfig, encoded: Any, work_dir: Path | None = None,
@@ -369,9 +397,10 @@ def train_with_cache(trainer: Any, config: RecipeConfig, encoded: Any, work_dir:
     """`trainer.train()`, with the frozen prefix cached when the recipe allows it.
 
     Returns Trainer's `TrainOutput`; its `metrics` also hold `epoch_seconds` (the first epoch's
-    includes building the cache) and `frozen_cache` (what was cached, or why nothing was).
+    includes building the cache), `curve` (each evaluation's training seconds, step and
+    validation figures: `TrainingClock`) and `frozen_cache` (what was cached, or why nothing was).
     """
-    timer = EpochTimer()
+    timer = TrainingClock()
     trainer.add_callback(timer)
     started = time.perf_counter()
     cache, reason = prepare_cache(trainer, config, encoded, work_dir)
@@ -393,6 +422,7 @@ def train_with_cache(trainer: Any, config: RecipeConfig, encoded: Any, work_dir:
         if cache is not None:
             cache.close()
     output.metrics["epoch_seconds"] = [round(s + (built_s if i == 0 else 0.0), 3) for i, s in enumerate(timer.seconds)]
+    output.metrics["curve"] = [{**point, "train_s": round(point["train_s"] + built_s, 2)} for point in timer.curve]
     output.metrics["frozen_cache"] = summary
     return output
 

@@ -30,6 +30,9 @@ METRIC_TYPES = {"accuracy": "accuracy", "macro_f1": "f1", "micro_f1": "f1", "sam
                 "spearman": "spearmanr", "mse": "mse", "mae": "mae", "loss": "loss"}
 
 
+CURVE_ROWS = 12  # evaluations a card lists at most (metrics.json keeps them all)
+
+
 @dataclass
 class CardData:
     """Everything a card says, from one run. Build it with `CardData.from_output_dir`."""
@@ -70,6 +73,16 @@ class CardData:
             license=base_model_license(run["base_model"]), repo_id=repo_id, kind=kind,
             task=run.get("task", "single_label"),
         )
+
+    @property
+    def curve(self) -> list[dict[str, Any]]:
+        """The time-to-accuracy curve for the card: every evaluation, or 12 evenly spread (the last
+        always among them) when there were more."""
+        points = self.train.get("curve") or []
+        if len(points) <= CURVE_ROWS:
+            return points
+        step = (len(points) - 1) / (CURVE_ROWS - 1)
+        return [points[round(i * step)] for i in range(CURVE_ROWS)]
 
     @property
     def dataset_name(self) -> str:

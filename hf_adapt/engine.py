@@ -223,6 +223,7 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
         "best_checkpoint_step": _checkpoint_step(state.best_model_checkpoint),
         "kept": kept,  # which evaluation's weights were kept, and why
         "epoch_seconds": output.metrics.get("epoch_seconds", []),  # from train_with_cache
+        "curve": output.metrics.get("curve", []),  # time to accuracy: each evaluation's training seconds and figures
         "frozen_cache": output.metrics.get("frozen_cache"),
     }
 

@@ -57,6 +57,32 @@ def last_json(stdout: str) -> dict:
 
 
 @pytest.mark.integration
+def test_a_run_records_its_time_to_accuracy_curve_in_metrics_and_card(tiny_bert, data, tmp_path, monkeypatch):
+    import time
+
+    from hf_adapt.trainer import AdaptTrainer
+
+    evaluate = AdaptTrainer.evaluate
+    monkeypatch.setattr(AdaptTrainer, "evaluate", lambda self, *a, **k: time.sleep(1.5) or evaluate(self, *a, **k))
+    output = tmp_path / "out"
+    recipe = tiny_recipe(tiny_bert, data, output, train={"max_steps": 6, "eval_strategy": "steps", "eval_steps": 2,
+                                                          "metric_for_best": "accuracy"})
+
+    run_recipe(config_from_dict(recipe))
+
+    saved = json.loads((output / "metrics.json").read_text())
+    curve = saved["train"]["curve"]
+    assert [p["step"] for p in curve] == [2, 4, 6]
+    assert all({"epoch", "train_s", "loss", "accuracy"} <= p.keys() for p in curve)
+    seconds = [p["train_s"] for p in curve]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]
+    assert saved["timings"]["train_s"] - seconds[2] >= 4.5  # the three 1.5 s evaluations are not counted
+    row = next(line for line in (output / "README.md").read_text().splitlines()
+               if line.startswith("| validation by training time |"))
+    assert row.count(" s: ") == 3 and f"{seconds[2]:.0f} s: {curve[2]['accuracy']:.4f}" in row
+
+
+@pytest.mark.integration
 def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_path, capsys):
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
     output = tmp_path / "out"
