@@ -1,5 +1,7 @@
 """`accelerate launch` with two CPU processes (DDP over gloo) for the full, partial and LoRA recipes
-(and full with gradual unfreezing).
+(and full with gradual unfreezing), and for two other task shapes: multi-label texts read in
+windows (`data.long_text: chunk`, documents pooled from windows that the two ranks evaluate in
+turn) and a regression on sentence pairs.
 
 One launch of `scripts/accelerate/cpu_2proc.yaml` runs `scripts/train.py` four times in the same
 two processes (so the ~10 s of start-up is paid once). A launcher written by this test adds a
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, tiny_recipe, write_sentiment_csvs
+from test_multilabel import multilabel_data
+from test_tasks import regression_csvs
 
 from hf_adapt.inference import evaluate_file
 
@@ -35,7 +39,15 @@ STRATEGIES = {
     "lora": {"adapt": {"strategy": "lora", "lora_r": 4}, "optim": {"learning_rate": 5e-3}},
     # Layers unfrozen mid-run were frozen when DDP wrapped the model: their gradients must still be synced.
     "gradual": {"adapt": {"strategy": "full", "gradual_unfreeze": 3}},
+    # Windows of 6 tokens, 1 shared: the 25 validation texts become more windows than texts.
+    "multilabel_chunked": {"data": {"label_column": "labels", "long_text": "chunk", "chunk_stride": 1},
+                           "model": {"max_length": 6}},
+    "regression_pairs": {"data": {"label_column": "score", "text_column": "sentence1",
+                                  "text_pair_column": "sentence2"}},
 }
+# How evaluate_file reads each variant's labelled files (the sentiment columns otherwise).
+COLUMNS = {"multilabel_chunked": {"label_column": "labels"},
+           "regression_pairs": {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"}}
 
 LAUNCHER = textwrap.dedent('''
     """Run scripts/train.py once per recipe; record every rank's weights after every training step."""
@@ -110,9 +122,11 @@ def launched(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Pa
     data = write_sentiment_csvs(tmp / "data", rows=100)  # validation and test: 25 rows each
     write_noisy_split(data["validation"])
     write_noisy_split(data["test"], flip=(1, 2, 20))
+    every_data = {"multilabel_chunked": multilabel_data(tmp / "multilabel", rows=75),
+                  "regression_pairs": regression_csvs(tmp / "regression", pairs=True, rows=100)}
     recipes = []
     for name, sections in STRATEGIES.items():
-        recipe = tiny_recipe(tiny_models["bert"], data, tmp / "out" / name,
+        recipe = tiny_recipe(tiny_models["bert"], every_data.get(name, data), tmp / "out" / name,
                              train={"epochs": 3, "batch_size": 8, "eval_batch_size": 4},
                              optim={"learning_rate": 3e-3, "warmup": 0.0})
         for section, values in sections.items():
@@ -133,7 +147,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Pa
                str(launcher), str(REPO / "scripts" / "train.py"), str(records), *recipes]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {"tmp": tmp, "data": data, "records": records, "stdout": done.stdout}
+    return {"tmp": tmp, "data": data, "every_data": every_data, "records": records, "stdout": done.stdout}
 
 
 @pytest.mark.integration
@@ -155,12 +169,17 @@ def test_two_processes_write_once_and_agree(launched: dict, strategy: str) -> No
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_gathered_metrics_equal_single_process_evaluation(launched: dict, strategy: str) -> None:
-    saved = json.loads((launched["tmp"] / "out" / strategy / "metrics.json").read_text())["metrics"]
+    run = json.loads((launched["tmp"] / "out" / strategy / "metrics.json").read_text())
+    saved = run["metrics"]
+    if strategy == "multilabel_chunked":  # more windows than texts, pooled back into the 25 texts
+        assert run["data"]["windows"]["validation"] > run["data"]["rows"]["validation"] == 25
     for split in ("validation", "test"):
-        single = evaluate_file(launched["tmp"] / "out" / strategy, launched["data"][split])
+        data = launched["every_data"].get(strategy, launched["data"])
+        single = evaluate_file(launched["tmp"] / "out" / strategy, data[split], **COLUMNS.get(strategy, {}))
         gathered = {key: value for key, value in saved[split].items() if key != "loss"}
         # counts agree exactly (a row is 1/25 = 0.04); the calibration errors read the logits, whose float
         # sums differ between two processes and one in the last digits
-        assert gathered == pytest.approx(single, abs=1e-6), split
-        assert 0.0 < single["accuracy"] < 1.0
-        assert abs(single["accuracy"] * 25 - round(single["accuracy"] * 25)) < 1e-9  # counted over exactly 25 rows
+        assert gathered.keys() == single.keys() and gathered == pytest.approx(single, abs=1e-5), split
+        if strategy not in COLUMNS:
+            assert 0.0 < single["accuracy"] < 1.0
+            assert abs(single["accuracy"] * 25 - round(single["accuracy"] * 25)) < 1e-9  # counted over exactly 25 rows
