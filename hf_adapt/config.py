@@ -28,6 +28,7 @@ STRATEGIES = ("full", "partial", "lora")
 TASKS = ("auto", "single_label", "multi_label", "regression")  # data.task (hf_adapt.data.resolve_task)
 LONG_TEXT = ("truncate", "chunk")  # data.long_text (hf_adapt.data.Windows)
 CHUNK_POOLING = ("auto", "mean", "max")
+TARGET_SCALING = ("none", "standard")  # data.target_scaling (hf_adapt.data.TargetScale)
 # train.metric_for_best: auto = the task's first (hf_adapt.metrics.TASK_METRICS); mse, mae, loss: lower is better.
 BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "micro_f1", "samples_f1", "subset_accuracy", "pearson",
                 "spearman", "mse", "mae", "loss")
@@ -125,6 +126,10 @@ class DataConfig:
     chunk_pooling: str = field(
         default="auto", metadata={"help": "chunk: auto | mean | max, how a text's window logits are pooled. auto = "
                                           "max for multi_label (a label found in any window), mean otherwise."})
+    target_scaling: str = field(
+        default="none", metadata={"help": "Regression: none | standard = train on (target - mean) / std of the "
+                                          "training targets; the head is rescaled after training, so the saved "
+                                          "model predicts in the target's own units (stated in the card)."})
     group_column: str | None = field(
         default=None, metadata={"help": "Column naming each row's group (domain, client, ...), kept as `group`; "
                                         "`hf-adapt groupwise` trains per group."},
@@ -617,6 +622,13 @@ def validate(config: RecipeConfig) -> list[str]:
     check(d.long_text != "chunk" or d.text_pair_column is None,
           "data.long_text: chunk cuts one text into windows, and data.text_pair_column gives pairs; pairs are "
           "truncated: set data.long_text: truncate")
+    check(d.target_scaling in TARGET_SCALING,
+          f"data.target_scaling must be one of {', '.join(TARGET_SCALING)}, got {shown(d.target_scaling)}")
+    check(d.target_scaling == "none" or d.task in ("auto", "regression"),
+          f"data.target_scaling scales a regression target, and data.task is {d.task}; set data.target_scaling: none")
+    check(d.target_scaling == "none" or not m.init_from,
+          "data.target_scaling: standard trains a head on standardised targets, and model.init_from continues a "
+          "head that predicts the target's own units; leave data.target_scaling: none when continuing")
     check(d.task != "regression" or t.class_weights == "none",
           "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none")
     check(0.0 < d.validation_fraction < 1.0,

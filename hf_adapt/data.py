@@ -134,6 +134,44 @@ class TaskData:
         return float(np.mean(self.splits["train"]["label"])) if self.label_map.task == "regression" else None
 
 
+@dataclass(frozen=True)
+class TargetScale:
+    """`data.target_scaling: standard`: a regression trains on (target - mean) / std of its training
+    targets, then its head is rescaled (`hf_adapt.modeling.rescale_output`) so that the saved model
+    predicts in the target's own units."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def from_recipe(cls, config: DataConfig, task: TaskData) -> "TargetScale | None":
+        if config.target_scaling == "none":
+            return None
+        if task.label_map.task != "regression":
+            raise HfAdaptError(f"data.target_scaling scales a regression target, and the labels make this a "
+                               f"{task.label_map.task} task; set data.target_scaling: none")
+        targets = np.asarray(task.splits["train"]["label"], dtype=np.float64)
+        std = float(targets.std())
+        if std == 0.0:
+            raise HfAdaptError(f"data.target_scaling: standard divides by the training targets' spread, and every "
+                               f"training target is {targets[0]:g}; set data.target_scaling: none")
+        return cls(float(targets.mean()), std)
+
+    def scaled(self, splits: Any) -> Any:
+        """Raw `splits` with every `label` standardised."""
+        return self._mapped(splits, "label", lambda y: (y - self.mean) / self.std)
+
+    def unscaled(self, encoded: Any) -> Any:
+        """Tokenized splits with every `labels` back in the target's units."""
+        return self._mapped(encoded, "labels", lambda y: y * self.std + self.mean)
+
+    @staticmethod
+    def _mapped(splits: Any, column: str, change: Any) -> Any:
+        return type(splits)({name: split.map(lambda batch: {column: [change(y) for y in batch[column]]},
+                                             batched=True, keep_in_memory=True)
+                             for name, split in splits.items()})
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 

@@ -39,12 +39,12 @@ from hf_adapt.controls import (
     measure_run_forgetting,
     reinit_top_layers,
 )
-from hf_adapt.data import DOCUMENT, LabelMap, load_task_data, TaskData, tokenize_splits, Windows
+from hf_adapt.data import DOCUMENT, LabelMap, load_task_data, TargetScale, TaskData, tokenize_splits, Windows
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt
 from hf_adapt.metrics import fit_temperature, pool_windows, sigmoid, tune_thresholds
-from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, set_dropout, unwrap
+from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, rescale_output, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
 from hf_adapt.outputs import (
     FingerprintCheckpoints,
@@ -70,6 +70,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         set_cpu_threads(config.train.threads)
         set_seed(config.train.seed)
         task = load_task_data(config.data, seed=config.train.seed)
+        scale = TargetScale.from_recipe(config.data, task)  # data.target_scaling: standard
+        raw_task, task = task, task if scale is None else TaskData(scale.scaled(task.splits), task.label_map,
+                                                                   task.sources)
         check_probe_labels(config, task.label_map.labels)
         fingerprint = run_fingerprint(config, task.label_map.labels)  # what a checkpoint of this run depends on
         tokenizer = load_tokenizer(config.model)
@@ -99,6 +102,11 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                                                                                           fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
         train_s = time.perf_counter() - started - setup_s
+        if scale is not None:  # the head predicts the target's own units from here on, as evaluated and saved
+            rescale_output(trainer.model, scale.mean, scale.std)
+            encoded.update(scale.unscaled({k: v for k, v in encoded.items() if k != "train"}))
+            say(f"target scaling: trained on (target - {scale.mean:.4g}) / {scale.std:.4g}; the head is rescaled, "
+                f"so the saved model predicts in the target's units")
         fitted = fit_on_validation(trainer, encoded, task.label_map, windows, calibrate=config.train.calibrate)
         if windows is not None:  # where predict and eval find how to window and pool
             windows.save(unwrap(trainer.model).config)
@@ -111,9 +119,11 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             timings={"setup_s": round(setup_s, 2), "train_s": round(train_s, 2),
                      "eval_s": round(time.perf_counter() - started - setup_s - train_s, 2)},
             train=train_summary(trainer, train_output),
-            data=data_summary(task, encoded if windows is not None else None),
+            data=data_summary(raw_task, encoded if windows is not None else None),
             hardware=hardware_summary(trainer))
         result.extra.update(fitted)  # temperature, multi-label thresholds
+        if scale is not None:
+            result.extra["target_scaling"] = {"mean": round(scale.mean, 6), "std": round(scale.std, 6)}
         if windows is not None:
             result.extra["windows"] = {"length": windows.length, "stride": windows.stride, "pooling": windows.pooling}
         state_dict = gather_state_dict(trainer)  # a collective under FSDP: every rank takes part

@@ -389,6 +389,17 @@ def start_at_the_mean(model: PreTrainedModel, mean: float) -> None:
             bias.fill_(mean)
 
 
+def rescale_output(model: nn.Module, mean: float, std: float) -> None:
+    """A regression head trained on standardised targets, made to predict in the target's units:
+    its output layer's weight times `std`, its bias times `std` plus `mean` (in place)."""
+    parent, attr = output_layer(unwrap(model))
+    layer = getattr(parent, attr)
+    with torch.no_grad():
+        layer.weight.mul_(std)
+        if layer.bias is not None:
+            layer.bias.mul_(std).add_(mean)
+
+
 def replace_output_layer(model: PreTrainedModel, label_map: LabelMap) -> None:
     """Swap the head's last Linear (the one producing the logits) for a fresh one sized for `label_map`."""
     parent, attr = output_layer(model)

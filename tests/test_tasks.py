@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import random
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import FAMILIES, NEGATIVE, NEUTRAL, POSITIVE, logits_of, tiny_recipe, write_yaml
+from conftest import FAMILIES, NEGATIVE, NEUTRAL, POSITIVE, logits_of, tiny_recipe, write_sentiment_csvs, write_yaml
 from scipy.stats import pearsonr, spearmanr
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -208,6 +209,56 @@ def test_regression_on_pairs_round_trips_through_eval_predict_card_and_pipeline(
     assert "A regression model" in card and f"ranges from {low:g} to {high:g}" in card
     assert "pearsonr" in card and "Per-class F1" not in card
     assert '{"text": "first text", "text_pair": "second text"}' in card
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["full", "lora"])  # LoRA: the head is peft's trained copy (modules_to_save)
+def test_target_scaling_trains_standardised_and_saves_a_model_in_the_targets_units(strategy, tiny_bert, tmp_path,
+                                                                                    capsys):
+    data = regression_csvs(tmp_path / "data", pairs=False, rows=64)
+    output = tmp_path / "out"
+    recipe = regression_recipe(tiny_bert, data, output, pairs=False, train={"epochs": 4},
+                               optim={"learning_rate": 3e-3}, adapt={"strategy": strategy})
+    recipe["data"]["target_scaling"] = "standard"
+    assert main(["train", str(write_yaml(tmp_path / "recipe.yaml", recipe))]) == 0
+    assert "target scaling: trained on (target - " in capsys.readouterr().err
+
+    saved = json.loads((output / "metrics.json").read_text())
+    with data["train"].open() as handle:
+        targets = [float(row["score"]) for row in csv.DictReader(handle)]
+    scale = saved["extra"]["target_scaling"]
+    assert scale["mean"] == pytest.approx(statistics.fmean(targets), abs=1e-5)
+    assert scale["std"] == pytest.approx(statistics.pstdev(targets), abs=1e-5)
+    assert saved["data"]["target_range"] == [min(targets), max(targets)]  # the card names the real range
+    # The run's test figures and a later eval of the saved model agree: both in the target's units.
+    assert main(["eval", "--model", str(output), "--data", str(data["test"])]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["mse"] == pytest.approx(saved["metrics"]["test"]["mse"], rel=1e-3)
+    assert evaluated["mae"] == pytest.approx(saved["metrics"]["test"]["mae"], rel=1e-3)
+    assert saved["metrics"]["test"]["pearson"] > 0.3  # it learnt the words, not only the mean
+    predictions = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(output), "--input", str(data["test"]), "--output", str(predictions)]) == 0
+    values = [json.loads(line)["value"] for line in predictions.read_text().splitlines()]
+    assert abs(statistics.fmean(values) - scale["mean"]) < 0.5 * scale["std"]  # not around 0, the scaled mean
+    assert f"trained on (target − {scale['mean']:g}) / {scale['std']:g}" in (output / "README.md").read_text()
+
+
+def test_target_scaling_is_for_a_fresh_regression_head(tiny_bert, tmp_path):
+    recipe = regression_recipe(tiny_bert, regression_csvs(tmp_path, pairs=False, rows=8), tmp_path / "out", pairs=False)
+    recipe["data"].update(task="single_label", target_scaling="standard")
+    with pytest.raises(HfAdaptError, match="data.target_scaling scales a regression target, and data.task is "
+                                           "single_label; set data.target_scaling: none"):
+        config_from_dict(recipe)
+    recipe["data"].update(task="regression", target_scaling="minmax")
+    with pytest.raises(HfAdaptError, match="data.target_scaling must be one of none, standard, got 'minmax'"):
+        config_from_dict(recipe)
+    # auto finds classes in these labels: decided from the data, refused at run time, before any training
+    recipe = tiny_recipe(tiny_bert, write_sentiment_csvs(tmp_path / "sentiment", rows=16), tmp_path / "out")
+    recipe["data"]["target_scaling"] = "standard"
+    with pytest.raises(HfAdaptError, match="data.target_scaling scales a regression target, and the labels make "
+                                           "this a single_label task"):
+        run_recipe(config_from_dict(recipe))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.integration
