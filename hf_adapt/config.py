@@ -218,6 +218,12 @@ class TrainConfig:
         default="auto", metadata={"help": "auto (accuracy; pearson for regression) | accuracy | macro_f1 | mcc | "
                                           "pearson | spearman | mse | mae | loss."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after N evals without gain."})
+    time_budget: str | None = field(
+        default=None,
+        metadata={"help": "Wall-clock budget for training (evaluations and checkpoints included): 90s, 10m, 1h30m or "
+                          "seconds. After 5 steps the learning-rate schedule is shortened to the steps that fit, "
+                          "and training stops there, or at the budget, evaluated and saved (hf_adapt.interrupts)."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for data order, splits and initialisation."})
     class_weights: str = field(default="none", metadata={"help": "none | balanced (inverse class frequency)."})
     calibrate: bool = field(
@@ -520,6 +526,15 @@ def _build_section(name: str, cls: type, values: dict[str, Any], errors: list[st
     return cls(**kwargs)
 
 
+def duration_seconds(text: str) -> float | None:
+    """Seconds of a duration written `90s`, `10m`, `1h30m`, `2h` or `600` (seconds); None if unreadable."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text))
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 def _coerce(value: Any, hint: Any) -> Any:
     """Check/convert a YAML value to the field's type (YAML reads `5e-5` as a string: accept it)."""
     args = typing.get_args(hint)
@@ -684,6 +699,8 @@ def validate(config: RecipeConfig) -> list[str]:
           f"train.metric_for_best must be one of {', '.join(BEST_METRICS)}, got {shown(t.metric_for_best)}")
     check(t.early_stopping_patience is None or t.early_stopping_patience > 0,
           f"train.early_stopping_patience must be > 0 or null, got {t.early_stopping_patience}")
+    check(t.time_budget is None or (duration_seconds(t.time_budget) or 0) > 0,
+          f"train.time_budget must be a duration such as 90s, 10m or 1h30m (or seconds), got {shown(t.time_budget)}")
     check(t.early_stopping_patience is None or t.eval_strategy != "no",
           "train.early_stopping_patience needs evaluation: set train.eval_strategy to epoch or steps")
     check(t.class_weights in ("none", "balanced"), f"train.class_weights must be none or balanced, got {t.class_weights!r}")

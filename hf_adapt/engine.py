@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from hf_adapt import cards
 from hf_adapt.caching import train_with_cache
-from hf_adapt.config import RecipeConfig
+from hf_adapt.config import duration_seconds, RecipeConfig
 from hf_adapt.controls import (
     apply_controls,
     check_fsdp_controls,
@@ -42,7 +42,7 @@ from hf_adapt.controls import (
 from hf_adapt.data import DOCUMENT, LabelMap, load_task_data, TargetScale, TaskData, tokenize_splits, Windows
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
-from hf_adapt.interrupts import StopOnInterrupt
+from hf_adapt.interrupts import StopOnInterrupt, TimeBudget
 from hf_adapt.metrics import fit_temperature, pool_windows, sigmoid, tune_thresholds
 from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, rescale_output, set_dropout, unwrap
 from hf_adapt.optim import build_optimizer
@@ -88,11 +88,13 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
 
         interrupt = StopOnInterrupt()
+        budget = TimeBudget(duration_seconds(config.train.time_budget)) if config.train.time_budget else None
         trainer = build_trainer(
             config, model, tokenizer, encoded, task.label_map, paths.work_dir,
             optimizer=lambda m: build_optimizer(m, config.optim, include_frozen=controls.include_frozen),
             loss_terms=controls.loss_terms,
-            callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint)],
+            callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint),
+                       *([budget] if budget else [])],
             windows=windows)
         check_distributed(trainer, config)
         setup_s = time.perf_counter() - started
@@ -122,6 +124,11 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             data=data_summary(raw_task, encoded if windows is not None else None),
             hardware=hardware_summary(trainer))
         result.extra.update(fitted)  # temperature, multi-label thresholds
+        if budget is not None:
+            result.train["time_budget"] = budget.summary
+            if "stopped_at_step" in budget.summary:
+                say(f"time budget {config.train.time_budget}: stopped at step {budget.summary['stopped_at_step']} of "
+                    f"{budget.summary['recipe_steps']} ({budget.summary['why']})")
         if scale is not None:
             result.extra["target_scaling"] = {"mean": round(scale.mean, 6), "std": round(scale.std, 6)}
         if windows is not None:

@@ -104,3 +104,106 @@ class StopOnInterrupt(TrainerCallback):
 
 def _at_epoch_end(state: TrainerState) -> bool:
     return state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9
+
+
+class TimeBudget(TrainerCallback):
+    """`train.time_budget`: training ends within a wall-clock budget, evaluated and saved.
+
+    After `PLAN_AFTER` steps the seconds per step are known: if the recipe's steps would not fit,
+    the learning-rate schedule is shortened to the steps that do (it still warms up and decays to
+    its end, only sooner) and training stops at that step. Each evaluation's cost (with its
+    checkpoint), once measured, re-plans the rest (one more, at the end, is reserved). Should training run over all
+    the same, it stops at the budget. Either way the stop is Trainer's own: an evaluation and a
+    checkpoint, the best checkpoint kept as usual, and a complete output.
+
+    Under `accelerate launch` the ranks agree on the stop (a max-reduce over a CPU group, as for
+    `StopOnInterrupt`).
+    """
+
+    PLAN_AFTER = 5  # steps timed before the first plan (the first step, start-up, aside)
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.summary: dict[str, Any] = {"budget_s": budget_s}
+        self.group: Any = None
+        self._started = self._step_ended = 0.0
+        self._first_step_s = 0.0
+        self._evaluations: list[float] = []
+        self._schedules: list[Any] = []
+        self._total = 0
+        self._planned: int | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._started = time.perf_counter()
+        self._total = self.summary["recipe_steps"] = state.max_steps
+        scheduler = kwargs.get("lr_scheduler")
+        self._schedules = list(getattr(scheduler, "lr_lambdas", []))
+        if args.world_size > 1 and dist.is_initialized():
+            self.group = dist.new_group(backend="gloo")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._step_ended = time.perf_counter()
+        elapsed = self._step_ended - self._started
+        if state.global_step == 1:
+            self._first_step_s = elapsed
+        if state.global_step == self.PLAN_AFTER:
+            self._plan(args, state, kwargs.get("lr_scheduler"))
+        over = elapsed >= self.budget_s
+        planned_end = self._planned is not None and state.global_step >= self._planned
+        if self._agreed(over or planned_end) and state.global_step < self._total:
+            control.should_training_stop = True
+            control.should_evaluate = args.eval_strategy != "no"
+            control.should_save = True
+            self.summary.update(stopped_at_step=state.global_step, why="the planned steps were done" if
+                                planned_end and not over else "the budget ran out")
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        if "stopped_at_step" in self.summary:  # evaluated and saved at the step it stopped: not twice
+            control.should_evaluate = control.should_save = False
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        """An evaluation and its checkpoint are done: their cost, measured, re-plans the rest."""
+        if self._step_ended:
+            self._evaluations.append(time.perf_counter() - self._step_ended)
+            if state.global_step >= self.PLAN_AFTER and not control.should_training_stop:
+                self._plan(args, state, kwargs.get("lr_scheduler"))
+
+    def _plan(self, args: TrainingArguments, state: TrainerState, scheduler: Any) -> None:
+        """The steps that fit in what is left of the budget; the schedule shortened to end there."""
+        step = state.global_step
+        elapsed = time.perf_counter() - self._started
+        spent_on_steps = elapsed - sum(self._evaluations) - self._first_step_s
+        step_s = spent_on_steps / max(step - 1, 1)  # the first step (start-up) aside
+        evaluation_s = sum(self._evaluations) / len(self._evaluations) if self._evaluations else 0.0
+        per_step = 1.0 / args.eval_steps if args.eval_strategy == "steps" and args.eval_steps else (
+            args.num_train_epochs / self._total if args.eval_strategy == "epoch" else 0.0)
+        left = self.budget_s - elapsed - evaluation_s  # the last evaluation, reserved
+        fits = step + max(int(left / (step_s + evaluation_s * per_step)), 0)
+        planned = max(min(fits, self._total), step)
+        self.summary.update(step_s=round(step_s, 4), planned_steps=planned)
+        if planned >= self._total:
+            return
+        self._planned = planned
+        if scheduler is not None and self._schedules:
+            scheduler.lr_lambdas = [_shortened(schedule, planned, self._total) for schedule in self._schedules]
+
+    def _agreed(self, stop: bool) -> bool:
+        if self.group is not None:
+            flag = torch.tensor([float(stop)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+            stop = bool(flag.item())
+        return stop
+
+
+def _shortened(schedule: Any, steps: int, total: int) -> Any:
+    """A transformers schedule (a `partial` of its lr lambda) ending at `steps` instead of `total`,
+    its warm-up shortened in proportion; any other schedule unchanged."""
+    from functools import partial
+
+    keywords = getattr(schedule, "keywords", None)
+    if not isinstance(schedule, partial) or not keywords or "num_training_steps" not in keywords:
+        return schedule
+    changed = {"num_training_steps": steps}
+    if "num_warmup_steps" in keywords:
+        changed["num_warmup_steps"] = round(keywords["num_warmup_steps"] * steps / max(total, 1))
+    return partial(schedule.func, *schedule.args, **{**keywords, **changed})
