@@ -212,7 +212,7 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments, default_data_collator)
 
-    from hf_adapt.caching import EpochTimer
+    from hf_adapt.caching import TrainingClock
     from hf_adapt.modeling import resolve_model_path
 
     path = resolve_model_path(spec.model)
@@ -239,7 +239,7 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
         args = TrainingArguments(output_dir=work, learning_rate=learning_rate, num_train_epochs=BASELINE_EPOCHS,
                                  seed=spec.seed, report_to=[], save_strategy="no", disable_tqdm=True,
                                  bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available())
-        timer = EpochTimer()
+        timer = TrainingClock()
         trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], processing_class=tokenizer,
                           data_collator=default_data_collator if pad128 else DataCollatorWithPadding(tokenizer),
                           callbacks=[timer])
