@@ -150,6 +150,9 @@ def export(output_dir: str | Path, *, quantize: str | None = None, destination: 
     target = Path(destination) if destination else source / ("onnx" if quantize is None else f"onnx-{quantize}")
     if target.exists() and not overwrite:
         raise HfAdaptError(f"export: {target} exists; remove it, give --overwrite, or another --destination")
+    if target.exists() and not ((target / GRAPH).is_file() and (target / PARITY).is_file()):
+        raise HfAdaptError(f"export: {target} exists and is not an export (no {GRAPH} and {PARITY}); --overwrite "
+                           f"replaces only an earlier export: give another --destination")
     model, tokenizer = load_trained(source)
     texts, where = parity_texts(source, parity_file, parity_rows)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +168,9 @@ def export(output_dir: str | Path, *, quantize: str | None = None, destination: 
                          min_agreement)
         say(parity.line())
         if not parity.passed:
-            raise HfAdaptError(f"export: {parity.line()}; nothing written. Try the fp32 export (no --quantize)")
+            advice = ("try the fp32 export (no --quantize), or accept less with --min-agreement" if quantize else
+                      "the exporter changed what the model computes: please report it with the model's family")
+            raise HfAdaptError(f"export: {parity.line()}; nothing written; {advice}")
         (work / PARITY).write_text(json.dumps(asdict(parity), indent=2) + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)

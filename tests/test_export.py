@@ -94,6 +94,11 @@ def test_an_export_that_fails_its_parity_check_is_not_written(trained, tmp_path,
     assert "FAILED (needs 1 beyond near ties and max |logit difference| <= 0.001); nothing written" in err
     assert list(destination.parent.iterdir()) == []  # no export, no half-written temporary folder
 
+    # --overwrite replaces an earlier export only, never another folder (here: the model itself).
+    assert main(["export", str(trained), "--destination", str(trained), "--overwrite"]) == 2
+    assert "is not an export (no model.onnx and parity.json)" in capsys.readouterr().err
+    assert (trained / "model.safetensors").is_file()
+
 
 def test_an_export_needs_texts_to_check_on(trained, tmp_path, capsys):
     copy = tmp_path / "moved"
