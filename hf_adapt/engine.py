@@ -69,10 +69,10 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     with claim_output(config, main_process=main_process) as paths:  # locked; checked; recovered
         set_cpu_threads(config.train.threads)
         set_seed(config.train.seed)
-        task = load_task_data(config.data, seed=config.train.seed)
+        raw_task = task = load_task_data(config.data, seed=config.train.seed)
         scale = TargetScale.from_recipe(config.data, task)  # data.target_scaling: standard
-        raw_task, task = task, task if scale is None else TaskData(scale.scaled(task.splits), task.label_map,
-                                                                   task.sources)
+        if scale is not None:  # trained on standardised targets; raw_task keeps the targets as given
+            task = TaskData(scale.scaled(task.splits), task.label_map, task.sources)
         check_probe_labels(config, task.label_map.labels)
         fingerprint = run_fingerprint(config, task.label_map.labels)  # what a checkpoint of this run depends on
         tokenizer = load_tokenizer(config.model)

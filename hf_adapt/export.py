@@ -33,6 +33,8 @@ from hf_adapt.errors import HfAdaptError, first_line, say, verbose
 from hf_adapt.inference import (
     Text,
     calibrated,
+    is_blank,
+    label_sets,
     label_thresholds,
     open_texts,
     predict_logits,
@@ -213,9 +215,9 @@ def write_graph(model: Any, tokenizer: Any, path: Path, *, quantize: str | None)
 def quantize_int8(source: Path, destination: Path, intermediate_size: int | None) -> None:
     """int8 weights (onnxruntime's dynamic quantization) for every matrix product but the
     feed-forward blocks' output projections: these read GELU activations with outliers that an
-    int8 activation range per tensor loses (Bondarenko et al. 2021); quantized, they moved one
-    validation label in 60 on the quick-start model, and left out, the export keeps its labels
-    (docs/benchmark.md, "Exported inference")."""
+    int8 activation range per tensor loses (Bondarenko et al. 2021): on the quick-start model's 120
+    validation and test texts, quantizing them too moved 2 labels, keeping them fp32 one, a
+    0.461/0.460 near tie (docs/recipes.md, "Exported inference")."""
     import logging
 
     import onnx
@@ -244,7 +246,7 @@ def parity_texts(output_dir: Path, parity_file: str | None, rows: int) -> tuple[
                            f"--parity-file FILE with texts like those the model will see")
     texts: list[Text] = []
     for chunk in open_texts(source, columns.get("text_column") or "text", columns.get("text_pair_column")):
-        texts.extend(t for t in chunk if all(part.strip() for part in ((t,) if isinstance(t, str) else t)))
+        texts.extend(t for t in chunk if not is_blank(t))
         if len(texts) >= rows:
             break
     if not texts:
@@ -275,10 +277,9 @@ def agreement_of(task: str, reference: torch.Tensor, candidate: torch.Tensor,
         correlation = float(np.corrcoef(*numbers)[0, 1]) if len(reference) > 1 else 1.0
         return "correlation", correlation, 0, correlation
     if task == "multi_label":
-        cut = torch.tensor(label_thresholds(config))
-        probs = [calibrated(logits, config).sigmoid() for logits in (reference, candidate)]
-        measure, agree = "label-set agreement", ((probs[0] >= cut) == (probs[1] >= cut)).all(-1)
-        decided = ((probs[0] - cut).abs() >= TIE_MARGIN).all(-1)
+        (probs, chosen), (_, exported) = label_sets(reference, config), label_sets(candidate, config)
+        measure, agree = "label-set agreement", (chosen == exported).all(-1)
+        decided = ((probs - torch.tensor(label_thresholds(config))).abs() >= TIE_MARGIN).all(-1)
     else:
         measure, agree = "label agreement", reference.argmax(-1) == candidate.argmax(-1)
         top = calibrated(reference, config).softmax(-1).topk(2, dim=-1).values

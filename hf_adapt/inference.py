@@ -159,13 +159,18 @@ def predict(model: Any, tokenizer: Any, texts: Sequence[Text], **kwargs: Any) ->
         return [Prediction(None, float(v)) for v in predict_logits(model, tokenizer, texts, **kwargs)[:, 0]]
     if task == "multi_label":
         names = [model.config.id2label[i] for i in sorted(model.config.id2label)]
-        cut = torch.tensor(label_thresholds(model.config))
-        probs = calibrated(predict_logits(model, tokenizer, texts, **kwargs), model.config).sigmoid()
-        return [Prediction(None, 0.0, labels=[n for n, on in zip(names, row >= cut) if on],
-                           scores=dict(zip(names, row.tolist()))) for row in probs]
+        probs, chosen = label_sets(predict_logits(model, tokenizer, texts, **kwargs), model.config)
+        return [Prediction(None, 0.0, labels=[n for n, on in zip(names, row) if on],
+                           scores=dict(zip(names, scores.tolist()))) for scores, row in zip(probs, chosen)]
     ids, probs = predict_label_ids(model, tokenizer, texts, **kwargs)
     id2label = model.config.id2label
     return [Prediction(id2label[int(i)], float(probs[n, i])) for n, i in enumerate(ids)]
+
+
+def label_sets(logits: torch.Tensor, config: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multi-label model's (calibrated scores, labels on at their thresholds) for `logits`."""
+    probs = calibrated(logits, config).sigmoid()
+    return probs, probs >= torch.tensor(label_thresholds(config))
 
 
 def label_thresholds(config: Any) -> list[float]:
@@ -345,12 +350,13 @@ def prediction_rows(model: Any, tokenizer: Any, chunks: Iterable[list[Text]], **
     example = {"regression": Prediction(None, 0.0), "multi_label": Prediction(None, 0.0, [], {})}
     empty = {key: None for key in example.get(task, Prediction("", 0.0)).to_dict()}
     for texts in chunks:
-        filled = [i for i, text in enumerate(texts) if all(part.strip() for part in _parts(text))]
+        filled = [i for i, text in enumerate(texts) if not is_blank(text)]
         predictions = dict(zip(filled, predict(model, tokenizer, [texts[i] for i in filled], **kwargs)))
         for i, text in enumerate(texts):
             given = {"text": text} if isinstance(text, str) else {"text": text[0], "text_pair": text[1]}
             yield {**given, **(predictions[i].to_dict() if i in predictions else empty)}
 
 
-def _parts(text: Text) -> tuple[str, ...]:
-    return (text,) if isinstance(text, str) else tuple(text)
+def is_blank(text: Text) -> bool:
+    """A text (or either text of a pair) that is empty or whitespace: nothing to predict."""
+    return not all(part.strip() for part in ((text,) if isinstance(text, str) else text))
