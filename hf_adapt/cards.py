@@ -75,6 +75,17 @@ class CardData:
         )
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The recipe as the run trained it: recipe.yaml with the schedule settings it left unset
+        filled in as planned from the data (hf_adapt.schedule)."""
+        settings = {section: dict(values) if isinstance(values, dict) else values
+                    for section, values in self.recipe.items()}
+        for key, value in ((self.train.get("planned") or {}).get("chosen") or {}).items():
+            section, name = key.split(".")
+            settings[section][name] = value
+        return settings
+
+    @property
     def curve(self) -> list[dict[str, Any]]:
         """The time-to-accuracy curve for the card: every evaluation, or 12 evenly spread (the last
         always among them) when there were more."""
@@ -83,6 +94,12 @@ class CardData:
             return points
         step = (len(points) - 1) / (CURVE_ROWS - 1)
         return [points[round(i * step)] for i in range(CURVE_ROWS)]
+
+    @property
+    def curve_metric(self) -> str:
+        """The metric the curve's evaluations scored (the one that picks the kept weights), or loss."""
+        names = {key for point in self.train.get("curve") or [] for key in point} - {"step", "epoch", "train_s", "loss"}
+        return next(iter(sorted(names)), "loss")
 
     @property
     def dataset_name(self) -> str:
@@ -149,7 +166,7 @@ def render_card(card: CardData) -> ModelCard:
         per_class={split: {label: values.get(f"f1_{label}") for label in card.labels}
                    for split, values in card.metrics.items()},
         forgetting=card.extra.get("forgetting"),
-        adapt=card.recipe["adapt"], optim=card.recipe["optim"], train_cfg=card.recipe["train"],
+        adapt=card.settings["adapt"], optim=card.settings["optim"], train_cfg=card.settings["train"],
         model_cfg=card.recipe["model"], pair=bool(card.recipe["data"].get("text_pair_column")),
     )
 

@@ -199,7 +199,9 @@ class OptimConfig:
     )
     head_learning_rate: float | None = field(default=None, metadata={"help": "Head LR; default learning_rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases/LayerNorm)."})
-    warmup: float = field(default=0.1, metadata={"help": "Warm-up: a ratio of total steps if < 1, else steps."})
+    warmup: float | None = field(
+        default=None, metadata={"help": "Warm-up: a ratio of total steps if < 1, else steps; null = planned from the data (hf_adapt.schedule): 10% of the "
+                                          "updates, at most 1,000 steps."})
     scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, cosine, ...)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
 
@@ -207,17 +209,28 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = field(default="outputs/run", metadata={"help": "One directory per run; refused if non-empty."})
-    epochs: float = field(default=3.0, metadata={"help": "Training epochs."})
+    epochs: float | None = field(
+        default=None, metadata={"help": "Training epochs; null = planned from the data (hf_adapt.schedule): enough for 200-300 updates on a "
+                                          "tiny set, 3 otherwise, 1 from 200,000 rows."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0, overrides epochs."})
-    batch_size: int = field(default=32, metadata={"help": "Per-device training batch size."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Per-device training batch size; null = planned from the data (hf_adapt.schedule): 32, or smaller "
+                                          "(16, 8, 4) so that an epoch has 16 batches."})
     eval_batch_size: int = field(default=128, metadata={"help": "Per-device evaluation batch size."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Accumulate gradients over N batches."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "epoch | steps | no."})
+    eval_strategy: str | None = field(
+        default=None, metadata={"help": "epoch | steps | no; null = planned from the data (hf_adapt.schedule): evaluations costing ~15% of "
+                                          "the training time, at most 20 in all."})
     eval_steps: int | None = field(default=None, metadata={"help": "With eval_strategy=steps: every N steps."})
     metric_for_best: str = field(
         default="auto", metadata={"help": "auto (accuracy; pearson for regression) | accuracy | macro_f1 | mcc | "
                                           "pearson | spearman | mse | mae | loss."})
-    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after N evals without gain."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after N evaluations without gain; 0 = never; null = planned from the data (hf_adapt.schedule): 3 "
+                                          "when the best is kept and there are 6 or more evaluations."})
+    keep: str | None = field(
+        default=None, metadata={"help": "best | last: the weights saved, the best evaluation's or the last "
+                                          "step's; null = planned from the data (hf_adapt.schedule): best when validation has 100+ rows."})
     time_budget: str | None = field(
         default=None,
         metadata={"help": "Wall-clock budget for training (evaluations and checkpoints included): 90s, 10m, 1h30m or "
@@ -681,27 +694,30 @@ def validate(config: RecipeConfig) -> list[str]:
           f"optim.head_learning_rate must be > 0, got {o.head_learning_rate}")
     check(0.0 < o.layer_decay <= 1.0, f"optim.layer_decay must be in (0, 1], got {o.layer_decay}")
     check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
-    check(o.warmup >= 0, f"optim.warmup must be >= 0 (a ratio < 1 or a step count), got {o.warmup}")
+    check(o.warmup is None or o.warmup >= 0, f"optim.warmup must be >= 0 (a ratio < 1 or a step count), got {o.warmup}")
     check(o.max_grad_norm > 0, f"optim.max_grad_norm must be > 0, got {o.max_grad_norm}")
     check(o.scheduler in SCHEDULERS, f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got {shown(o.scheduler)}")
-    check(t.epochs > 0 or t.max_steps > 0, f"train.epochs must be > 0, got {t.epochs}")
-    check(t.epochs <= MAX_EPOCHS, f"train.epochs must be at most {MAX_EPOCHS:,} (a schedule that long runs for "
-                                  f"months), got {t.epochs:g}; for long training use train.max_steps")
+    check(t.epochs is None or t.epochs > 0 or t.max_steps > 0, f"train.epochs must be > 0, got {t.epochs}")
+    check(t.epochs is None or t.epochs <= MAX_EPOCHS, f"train.epochs must be at most {MAX_EPOCHS:,} (a schedule that long runs for "
+                                  f"months), got {t.epochs or 0:g}; for long training use train.max_steps")
     check(t.max_steps <= MAX_STEPS, f"train.max_steps must be at most {MAX_STEPS:,}, got {t.max_steps:,}")
     check(0 <= t.seed < 2**32, f"train.seed must be in 0..{2**32 - 1} (numpy's range), got {t.seed}")
     for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
-        check(getattr(t, key) > 0, f"train.{key} must be > 0, got {getattr(t, key)}")
-    check(t.eval_strategy in ("epoch", "steps", "no"),
-          f"train.eval_strategy must be epoch, steps or no, got {t.eval_strategy!r}")
+        check(getattr(t, key) is None or getattr(t, key) > 0, f"train.{key} must be > 0, got {getattr(t, key)}")
+    check(t.eval_strategy in ("epoch", "steps", "no", None),
+          f"train.eval_strategy must be epoch, steps, no or null, got {t.eval_strategy!r}")
+    check(t.keep in ("best", "last", None), f"train.keep must be best, last or null, got {t.keep!r}")
+    check(t.keep != "best" or t.eval_strategy != "no",
+          "train.keep: best needs evaluation: set train.eval_strategy to epoch or steps (or null), or keep: last")
     check(t.eval_strategy != "steps" or (t.eval_steps or 0) > 0,
           "train.eval_strategy 'steps' needs train.eval_steps > 0")
     check(t.metric_for_best in BEST_METRICS,
           f"train.metric_for_best must be one of {', '.join(BEST_METRICS)}, got {shown(t.metric_for_best)}")
-    check(t.early_stopping_patience is None or t.early_stopping_patience > 0,
-          f"train.early_stopping_patience must be > 0 or null, got {t.early_stopping_patience}")
+    check(t.early_stopping_patience is None or t.early_stopping_patience >= 0,
+          f"train.early_stopping_patience must be >= 0 (0 = off) or null, got {t.early_stopping_patience}")
     check(t.time_budget is None or (duration_seconds(t.time_budget) or 0) > 0,
           f"train.time_budget must be a duration such as 90s, 10m or 1h30m (or seconds), got {shown(t.time_budget)}")
-    check(t.early_stopping_patience is None or t.eval_strategy != "no",
+    check(not t.early_stopping_patience or t.eval_strategy != "no",
           "train.early_stopping_patience needs evaluation: set train.eval_strategy to epoch or steps")
     check(t.class_weights in ("none", "balanced"), f"train.class_weights must be none or balanced, got {t.class_weights!r}")
     check(t.mixed_precision in ("auto", "no", "bf16", "fp16"),

@@ -56,6 +56,7 @@ from hf_adapt.outputs import (
     save_run,
 )
 from hf_adapt.pooling import resolve_pooling
+from hf_adapt.schedule import plan_training
 from hf_adapt.strategies import apply_strategy, trainable_summary
 from hf_adapt.trainer import build_trainer
 
@@ -82,6 +83,10 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             say(f"long_text chunk: {len(task.splits['train']):,} training texts -> {len(encoded['train']):,} windows "
                 f"of {windows.length} tokens ({windows.stride} shared with the one before); a text's prediction "
                 f"pools its windows' logits ({windows.pooling})")
+        # The schedule settings the recipe leaves unset, planned from the data; recipe.yaml keeps them unset
+        planned, plan = plan_training(config, len(encoded["train"]), len(encoded["validation"]),
+                                      int(os.environ.get("WORLD_SIZE", "1")))
+        say(plan.line)
         model = build_model(config, task.label_map, target_mean=task.target_mean)  # loaded, strategy applied
         summary = trainable_summary(model)
         say(f"{config.adapt.strategy}: {summary}")
@@ -90,7 +95,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         interrupt = StopOnInterrupt()
         budget = TimeBudget(duration_seconds(config.train.time_budget)) if config.train.time_budget else None
         trainer = build_trainer(
-            config, model, tokenizer, encoded, task.label_map, paths.work_dir,
+            planned, model, tokenizer, encoded, task.label_map, paths.work_dir,
             optimizer=lambda m: build_optimizer(m, config.optim, include_frozen=controls.include_frozen),
             loss_terms=controls.loss_terms,
             callbacks=[*(callbacks or []), *controls.callbacks, interrupt, FingerprintCheckpoints(fingerprint),
@@ -99,7 +104,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         check_distributed(trainer, config)
         setup_s = time.perf_counter() - started
         with interrupt.catch_signals():  # a frozen prefix is computed once, when the recipe freezes one
-            train_output = train_with_cache(trainer, config, encoded, paths.work_dir,
+            train_output = train_with_cache(trainer, planned, encoded, paths.work_dir,
                                             resume_from_checkpoint=find_resume_checkpoint(config, paths.work_dir,
                                                                                           fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
@@ -124,6 +129,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             data=data_summary(raw_task, encoded if windows is not None else None),
             hardware=hardware_summary(trainer))
         result.extra.update(fitted)  # temperature, multi-label thresholds
+        result.train["planned"] = plan.summary
         if budget is not None:
             result.train["time_budget"] = budget.summary
             if "stopped_at_step" in budget.summary:
@@ -209,9 +215,11 @@ def evaluate_splits(trainer: Trainer, encoded: Any) -> dict[str, dict[str, float
 
 
 def kept_evaluation(trainer: Trainer) -> dict[str, Any] | None:
-    """Which evaluation's weights the run kept, and why (None: no evaluation during training, the
-    final weights are kept)."""
+    """Which evaluation's weights the run kept, and why (None: the final weights are kept, as
+    `train.keep: last` or no evaluation during training says)."""
     state, name = trainer.state, trainer.args.metric_for_best_model
+    if not trainer.args.load_best_model_at_end:  # train.keep: last
+        return None
     evaluations = [e for e in state.log_history if f"eval_{name}" in e]
     best = next((e for e in reversed(evaluations) if e["step"] == state.best_global_step), None)
     if name is None or best is None:

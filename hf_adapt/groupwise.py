@@ -315,7 +315,9 @@ def _points(delta: float) -> str:
     return f"{100 * delta:+.1f} points"
 
 
-def _epochs(n: float) -> str:
+def _epochs(n: float | None) -> str:
+    if n is None:  # train.epochs unset: each run planned its own (hf_adapt.schedule; its metrics.json says)
+        return "the epochs planned from each run's rows"
     return f"{n:g} epoch" + ("" if n == 1 else "s")
 
 

@@ -32,6 +32,7 @@ from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
 from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER, Temperature, Thresholds, WindowsOf
 from hf_adapt.optim import build_optimizer
+from hf_adapt.schedule import PLANNED_KEYS
 
 OptimizerBuilder = Callable[[torch.nn.Module], torch.optim.Optimizer]
 LossTerm = Callable[[torch.nn.Module], torch.Tensor]
@@ -243,7 +244,12 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
 
 def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "single_label") -> TrainingArguments:
     t, o = config.train, config.optim
+    unplanned = [key for key in PLANNED_KEYS if getattr(getattr(config, key.split(".")[0]), key.split(".")[1]) is None]
+    if unplanned:
+        raise HfAdaptError(f"{', '.join(unplanned)} not set: plan them from the data first "
+                           f"(hf_adapt.schedule.plan_training), as hf_adapt.engine.run_recipe does")
     evaluating = t.eval_strategy != "no"
+    selecting = evaluating and t.keep != "last"  # keep: best = the best evaluation's weights are loaded at the end
     metric = best_metric(t.metric_for_best, task)
     precision = resolve_mixed_precision(t.mixed_precision)
     return TrainingArguments(
@@ -263,8 +269,8 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "
         save_strategy=t.eval_strategy if evaluating else "epoch",
         save_steps=t.eval_steps,
         save_total_limit=t.save_total_limit,
-        load_best_model_at_end=evaluating,
-        metric_for_best_model=metric if evaluating else None,
+        load_best_model_at_end=selecting,
+        metric_for_best_model=metric if evaluating else None,  # also names the metric of the time-to-accuracy curve
         greater_is_better=metric not in LOWER_IS_BETTER if evaluating else None,
         logging_steps=t.logging_steps,
         report_to=["tensorboard"] if t.tensorboard else [],

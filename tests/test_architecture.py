@@ -12,11 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_adapt"
 # Top to bottom; a module may import modules of its own layer or below, never above.
 LAYERS = [
     {"cli"},
-    {"compare", "groupwise"},
+    {"compare", "groupwise", "tune"},
     {"reports", "recipes", "recipes.full", "recipes.partial", "recipes.lora"},
     {"engine"},
     {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "hub", "cards", "caching", "export"},
-    {"modeling", "data", "optim", "pooling", "inference", "forgetting"},
+    {"modeling", "data", "optim", "pooling", "inference", "forgetting", "schedule"},
     {"config", "metrics", "errors", "probes"},
 ]
 
@@ -110,7 +110,8 @@ def test_the_package_holds_no_benchmark_harness() -> None:
     names = {p.stem for p in PACKAGE.rglob("*.py")}
     assert not [n for n in names if "bench" in n or "profile" in n]
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "eval", "predict", "export", "push", "forgetting", "compare", "groupwise"}
+    assert set(commands) == {"train", "eval", "predict", "export", "push", "forgetting", "compare", "groupwise",
+                             "tune"}
 
 
 def test_user_messages_name_no_repository_paths() -> None:

@@ -191,7 +191,7 @@ def test_trainable_embeddings_are_not_cached(tiny_bert, sentiment_csvs, tmp_path
 def test_frozen_encoder_trains_the_head_on_cached_features(tiny_bert, sentiment_csvs, tmp_path):
     recipe = tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt={"strategy": "partial",
                          "freeze_encoder": True}, optim={"learning_rate": 1e-2, "warmup": 0.0},
-                         train={"epochs": 5, "batch_size": 8})
+                         train={"epochs": 5, "batch_size": 8, "keep": "best"})
     result = run_recipe(config_from_dict(recipe))
     assert result.train["frozen_cache"]["features"] and result.train["epochs"] == 5
     assert result.train["steps"] == result.train["frozen_cache"]["cached_steps"] == 5 * 12  # 96 rows / 8

@@ -87,7 +87,7 @@ def test_train_writes_the_output_and_prints_its_metrics(tiny_bert, data, tmp_pat
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, data, tmp_path / "ignored"))
     output = tmp_path / "out"
 
-    code = main(["train", str(recipe), f"train.output_dir={output}", "train.max_steps=2"])
+    code = main(["train", str(recipe), f"train.output_dir={output}", "train.max_steps=2", "train.keep=best"])
 
     assert code == 0
     printed = last_json(capsys.readouterr().out)

@@ -48,7 +48,7 @@ def test_yaml_then_overrides_win_and_parse_as_yaml(tmp_path):
     assert config.adapt.strategy == "lora"
     assert config.adapt.lora_target_modules == ["query", "value"]
     assert config.data.max_train_samples is None
-    assert config.train.batch_size == 32  # untouched default
+    assert config.train.batch_size is None  # untouched default: planned from the data (hf_adapt.schedule)
     assert config.source == str(path)
 
 
@@ -94,7 +94,7 @@ def test_no_stays_a_word_for_string_fields_and_a_switch_for_boolean_ones(tmp_pat
 
 def test_integral_float_becomes_int_but_fraction_is_an_error():
     assert config_from_dict({"data": DATA, "train": {"batch_size": 16.0}}).train.batch_size == 16
-    assert "train.batch_size must be an integer, got 16.5" in error_of({"data": DATA, "train": {"batch_size": 16.5}})
+    assert "train.batch_size must be an integer or null, got 16.5" in error_of({"data": DATA, "train": {"batch_size": 16.5}})
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):
@@ -157,7 +157,7 @@ def test_all_type_errors_are_reported_at_once():
                         "train": {"epochs": [1], "tensorboard": "sometimes"}, "model": {"max_length": None}})
 
     assert "optim.learning_rate must be a finite number, got 'fast'" in message
-    assert "train.epochs must be a finite number, got [1]" in message
+    assert "train.epochs must be a finite number or null, got [1]" in message
     assert "train.tensorboard must be true/false, got 'sometimes'" in message
     assert "model.max_length must be an integer, got None" in message
 
@@ -169,7 +169,7 @@ def test_all_range_errors_are_reported_at_once():
 
     for expected in ("optim.learning_rate must be > 0, got -1.0", "optim.layer_decay must be in (0, 1], got 1.5",
                      "optim.warmup must be >= 0", "train.batch_size must be > 0, got 0",
-                     "train.eval_strategy must be epoch, steps or no, got 'sometimes'",
+                     "train.eval_strategy must be epoch, steps, no or null, got 'sometimes'",
                      "train.class_weights must be none or balanced, got 'inverse'",
                      "model.max_length must be in 1..1,000,000 (tokens), got 0", "model.dropout must be in [0, 1) or null, got 1.0"):
         assert expected in message

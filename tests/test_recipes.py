@@ -29,6 +29,7 @@ from hf_adapt.config import config_from_dict
 from hf_adapt.data import load_task_data, tokenize_splits
 from hf_adapt.engine import kept_evaluation, run_recipe
 from hf_adapt.modeling import load_model, load_tokenizer, load_trained
+from hf_adapt.schedule import plan_training
 from hf_adapt.trainer import balanced_class_weights, build_trainer
 
 TEXTS = ["good movie", "the plot was awful and boring", "a really great film", "dull", "it is quite nice and sad"]
@@ -169,6 +170,7 @@ def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp
     config = config_from_dict(tiny_recipe(tiny_bert, data, tmp_path / "out", train={"class_weights": "balanced"}))
     task = load_task_data(config.data, seed=0)
     encoded = tokenize_splits(task.splits, load_tokenizer(config.model), task.label_map, 32)
+    config, _ = plan_training(config, len(encoded["train"]), len(encoded["validation"]))
     model = load_model(config.model, task.label_map)
 
     trainer = build_trainer(config, model, load_tokenizer(config.model), encoded, task.label_map, tmp_path / "work")
@@ -195,6 +197,7 @@ def test_batches_are_padded_to_the_configured_multiple(tiny_bert, small_csvs, tm
     task = load_task_data(config.data, seed=0)
     tokenizer = load_tokenizer(config.model)
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, 32)
+    config, _ = plan_training(config, len(encoded["train"]), len(encoded["validation"]))
     trainer = build_trainer(config, load_model(config.model, task.label_map), tokenizer, encoded, task.label_map,
                             tmp_path / "work")
 
@@ -268,10 +271,11 @@ def test_model_dropout_applies_while_training_and_the_saved_config_keeps_the_che
 
 def test_a_tie_on_the_metric_goes_to_the_lower_loss_then_the_later_evaluation(tiny_bert, small_csvs, tmp_path):
     """On a small validation set accuracy ties at 1.0 from the first epoch on: the earliest tie was kept."""
-    config = config_from_dict(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out"))
+    config = config_from_dict(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out", train={"keep": "best"}))
     task = load_task_data(config.data, seed=0)
     tokenizer = load_tokenizer(config.model)
     encoded = tokenize_splits(task.splits, tokenizer, task.label_map, 32)
+    config, _ = plan_training(config, len(encoded["train"]), len(encoded["validation"]))
     trainer = build_trainer(config, load_model(config.model, task.label_map), tokenizer, encoded, task.label_map,
                             tmp_path / "work")
     kept = []

@@ -24,6 +24,7 @@ from hf_adapt.data import load_task_data, resolve_task, stratified_sample
 from hf_adapt.engine import run_recipe
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.metrics import best_metric, compute_regression_metrics
+from hf_adapt.schedule import plan_training
 from hf_adapt.trainer import build_training_arguments
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ def test_the_kept_weights_follow_the_tasks_metric_and_its_direction(tiny_bert, t
     data = {"train": tmp_path / "t.csv", "validation": tmp_path / "v.csv", "test": tmp_path / "v.csv"}
     for name, greater in (("auto", True), ("mae", False), ("loss", False)):
         config = config_from_dict(tiny_recipe(tiny_bert, data, tmp_path / "out", train={"metric_for_best": name}))
+        config, _ = plan_training(config, 64, 32)
         args = build_training_arguments(config, tmp_path / "work", "regression")
         assert args.metric_for_best_model == ("pearson" if name == "auto" else name)
         assert args.greater_is_better is greater

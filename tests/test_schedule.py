@@ -1,0 +1,86 @@
+"""Settings planned from the data (hf_adapt.schedule): what a recipe leaves unset follows from the
+training rows, the validation rows and the strategy; explicit values win; the run says and records
+what it planned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_recipe, write_sentiment_csvs
+
+from hf_adapt.config import config_from_dict, load_config
+from hf_adapt.engine import run_recipe
+from hf_adapt.errors import HfAdaptError
+from hf_adapt.schedule import plan_training
+from hf_adapt.trainer import build_training_arguments
+
+
+def minimal(*overrides: str):
+    """A user's minimal recipe: model, data file, strategy; everything else default."""
+    return load_config(None, ["data.train_file=train.csv", *overrides])
+
+
+def test_a_20_row_set_gets_small_batches_enough_updates_and_keeps_its_last_weights():
+    config, plan = plan_training(minimal(), rows=20, validation_rows=3)
+    t = config.train
+    assert t.batch_size == 4  # 20 rows: 5 batches of 4, the fewest below 16 batches an epoch
+    assert t.epochs == 40  # 5 updates an epoch, 200 updates for full fine-tuning
+    assert t.keep == "last"  # 3 validation rows cannot pick a best epoch
+    assert t.early_stopping_patience == 0
+    assert t.eval_strategy == "steps" and t.eval_steps == 10  # 20 cheap evaluations: the curve
+    assert config.optim.warmup == 0.1
+    assert "planned for 20 training rows (full): batch 4, 40 epochs (200 updates)" in plan.line
+    assert "too few to pick a best" in plan.line
+    lora, _ = plan_training(minimal("adapt.strategy=lora"), rows=20, validation_rows=3)
+    assert lora.train.epochs == 60  # LoRA's zero-initialised update gets 300
+
+
+def test_a_20000_row_set_evaluates_within_epochs_and_stops_early():
+    config, plan = plan_training(minimal(), rows=20_000, validation_rows=872)
+    t = config.train
+    assert (t.batch_size, t.epochs) == (32, 3)  # 625 updates an epoch: the recipe's 3 epochs at most
+    assert t.eval_strategy == "steps" and t.eval_steps == 94  # 20 evaluations (the most), ~9% of the training time
+    assert t.keep == "best" and t.early_stopping_patience == 3
+    assert "early stopping after 3 evaluations without gain" in plan.line
+    huge, _ = plan_training(minimal(), rows=1_000_000, validation_rows=5_000)
+    assert huge.train.epochs == 1 and huge.optim.warmup == 1_000  # 10% would be 3,125 warm-up steps
+    assert huge.train.eval_steps == 31_250 // 20 + 1  # at most 20 evaluations in all
+
+
+def test_explicit_values_win_and_are_named():
+    config, plan = plan_training(minimal("train.epochs=2", "train.batch_size=8", "train.eval_strategy=epoch",
+                                         "optim.warmup=0"), rows=20, validation_rows=3)
+    assert (config.train.epochs, config.train.batch_size, config.train.eval_strategy, config.optim.warmup) == (
+        2, 8, "epoch", 0)
+    assert set(plan.chosen) == {"train.keep", "train.early_stopping_patience"}
+    assert "set by the recipe: train.batch_size, train.epochs, train.eval_strategy, optim.warmup" in plan.line
+    steps, _ = plan_training(minimal("train.eval_steps=7"), rows=20_000, validation_rows=872)
+    assert (steps.train.eval_strategy, steps.train.eval_steps) == ("steps", 7)  # an interval means steps
+    bounded, _ = plan_training(minimal("train.max_steps=50"), rows=20_000, validation_rows=872)
+    assert bounded.train.epochs is None and bounded.train.max_steps == 50
+
+
+def test_trainer_arguments_need_a_planned_recipe(tmp_path):
+    with pytest.raises(HfAdaptError, match="train.batch_size, train.epochs, .* not set: plan them"):
+        build_training_arguments(minimal(), tmp_path)
+
+
+def test_a_run_says_records_and_cards_what_it_planned(tiny_bert, tmp_path, capsys):
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)  # 24 training rows, 8 validation
+    recipe = tiny_recipe(tiny_bert, data, tmp_path / "out")
+    del recipe["train"]["epochs"], recipe["train"]["batch_size"], recipe["optim"]["warmup"]
+
+    result = run_recipe(config_from_dict(recipe))
+
+    assert "[hf_adapt] planned for 24 training rows (full): batch 4, 34 epochs (204 updates)" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    planned = metrics["train"]["planned"]
+    assert planned["chosen"]["train.batch_size"] == 4 and planned["chosen"]["train.keep"] == "last"
+    assert metrics["train"]["steps"] == 204 and result.train["kept"] is None  # the last weights, not a "best"
+    assert metrics["train"]["curve"][-1]["step"] == 204  # the final weights were evaluated
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| settings planned from the data | planned for 24 training rows" in card
+    assert "batch size 4" in card and "`train.keep: last`" in card
+    saved = (tmp_path / "out" / "recipe.yaml").read_text()
+    assert "batch_size: null" in saved  # the recipe as written: rerun on other data, it plans again
