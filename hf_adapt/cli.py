@@ -4,6 +4,7 @@
     hf-adapt eval --model DIR --data FILE
     hf-adapt predict --model DIR [--input FILE|-] [--output FILE|-] [--backend torch|onnx]
     hf-adapt export DIR [--quantize int8]
+    hf-adapt tune RECIPE.yaml --budget 20m [--strategies full,lora,partial] [--storage URL]
 
 Problems with the user's input end with one line on stderr and exit status 2 (a traceback only
 with `--debug`).
@@ -285,6 +286,31 @@ def add_groupwise(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_cli_of("hf_adapt.groupwise"))
 
 
+def add_tune(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune", help="Search a recipe's hyperparameters within a time budget (Optuna); save the best model.",
+        description="Each trial trains the recipe with sampled values (learning rate, layer decay, epochs, warm-up, "
+                    "batch size; per strategy the frozen depth or LoRA's rank, alpha and targets), scored on "
+                    "validation only; a TPE sampler proposes, a median pruner stops trailing trials. The study lives "
+                    "in an Optuna storage: running the same command again continues it. Writes OUTPUT/best (the "
+                    "chosen trial, its test split scored once) and OUTPUT/tune_report.md, .json and .png.")
+    parser.add_argument("recipe", help="Recipe YAML (e.g. the repository's recipes/minilm_sst2_full.yaml).")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="Override recipe values for every trial, e.g. data.max_train_samples=2000")
+    parser.add_argument("--budget", required=True, metavar="DURATION",
+                        help="Wall-clock time for this run: 20m, 90s, 1h30m or seconds (a rerun gets its own).")
+    parser.add_argument("--strategies", metavar="LIST",
+                        help="Comma-separated: full, partial, lora, features (default: the recipe's own).")
+    parser.add_argument("--output-dir", metavar="DIR", help="Default: the recipe's train.output_dir + '_tune'.")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage (default sqlite:///OUTPUT/study.db); postgresql://... or mysql://... "
+                             "for workers on several machines.")
+    parser.add_argument("--study-name", metavar="NAME", help="Default: the recipe file's name.")
+    parser.add_argument("--n-trials", type=int, metavar="N",
+                        help="At most N trials in this run (0: only save the best trial so far and report).")
+    parser.set_defaults(func=run_cli_of("hf_adapt.tune"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (argparse only: no command's implementation is imported)."""
     parser = argparse.ArgumentParser(prog="hf-adapt", description="Adapt pretrained encoders to text classification.")
@@ -292,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="Let the libraries' own load reports, warnings and progress bars through (any position).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_eval, add_predict, add_export, add_push, add_forgetting, add_compare, add_groupwise):
+    for add in (add_train, add_eval, add_predict, add_export, add_push, add_forgetting, add_compare, add_groupwise,
+                add_tune):
         add(subparsers)
     return parser
 

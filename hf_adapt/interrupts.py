@@ -1,4 +1,5 @@
-"""Stopping a run cleanly: Ctrl-C or SIGTERM saves a checkpoint of the current step and stops.
+"""Stopping a run cleanly: Ctrl-C or SIGTERM saves a checkpoint of the current step and stops; a time
+budget (`TimeBudget`) or an outside judge (`ReportEvaluations`) stop it at an evaluation.
 
 `StopOnInterrupt` is a Trainer callback; `hf-adapt train --resume` continues from the checkpoint
 as if the run had never stopped (`tests/test_faults.py` checks the weights come out bit for bit).
@@ -12,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -207,3 +208,27 @@ def _shortened(schedule: Any, steps: int, total: int) -> Any:
     if "num_warmup_steps" in keywords:
         changed["num_warmup_steps"] = round(keywords["num_warmup_steps"] * steps / max(total, 1))
     return partial(schedule.func, *schedule.args, **{**keywords, **changed})
+
+
+class ReportEvaluations(TrainerCallback):
+    """Hands every evaluation's figure to someone outside the run, who may stop it there.
+
+    `report(value, epoch)` gets the metric that picks the kept weights (`train.metric_for_best`)
+    after each evaluation during training; when it returns True, training stops gracefully, as
+    Trainer stops (the best weights kept, the output complete). A hyperparameter search's pruner
+    (`hf_adapt.tune`) is such a someone. `stopped_at_epoch` says where it stopped, or is None.
+    """
+
+    def __init__(self, report: Callable[[float, float], bool]) -> None:
+        self.report = report
+        self.stopped_at_epoch: float | None = None
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any):
+        value = (metrics or {}).get(f"eval_{args.metric_for_best_model}")
+        if value is None:  # no metric evaluation (train.eval_strategy: no, or another split's)
+            return
+        stop = self.report(float(value), float(state.epoch or 0.0))
+        if stop and not control.should_training_stop:  # the last evaluation ends the run anyway: no stop there
+            control.should_training_stop = True
+            self.stopped_at_epoch = float(state.epoch or 0.0)

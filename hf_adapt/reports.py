@@ -27,7 +27,6 @@ import yaml
 from hf_adapt.config import RecipeConfig
 from hf_adapt.errors import HfAdaptError, say
 
-REPORT_FILES = ("report.md", "report.json", "report.png")
 # Keys that say how to run, not what is trained: a finished run differing only there is reusable.
 RUN_CONTROL_KEYS = (("train", "overwrite"), ("train", "resume"))
 
@@ -223,18 +222,21 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
-def write_report(directory: Path, markdown: str, data: dict[str, Any], figure: Any) -> dict[str, Path]:
-    """Write report.md, report.json and report.png into `directory`, each by an atomic rename."""
+def write_report(directory: Path, markdown: str, data: dict[str, Any], figure: Any, *,
+                 stem: str = "report") -> dict[str, Path]:
+    """Write STEM.md, STEM.json and STEM.png (`report.*` by default) into `directory`, each by an
+    atomic rename; returns their paths by file name."""
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / name for name in REPORT_FILES}
-    staged = {name: directory / f".{name}.tmp-{os.getpid()}" for name in REPORT_FILES}
+    names = [f"{stem}{suffix}" for suffix in (".md", ".json", ".png")]
+    paths = {name: directory / name for name in names}
+    staged = {name: directory / f".{name}.tmp-{os.getpid()}" for name in names}
     try:
-        staged["report.md"].write_text(markdown.rstrip() + "\n", encoding="utf-8")
-        staged["report.json"].write_text(json.dumps(_json_ready(data), indent=2) + "\n", encoding="utf-8")
-        figure.savefig(staged["report.png"], dpi=120, bbox_inches="tight", format="png")
-        for name in REPORT_FILES:
+        staged[names[0]].write_text(markdown.rstrip() + "\n", encoding="utf-8")
+        staged[names[1]].write_text(json.dumps(_json_ready(data), indent=2) + "\n", encoding="utf-8")
+        figure.savefig(staged[names[2]], dpi=120, bbox_inches="tight", format="png")
+        for name in names:
             os.replace(staged[name], paths[name])
     finally:
         plt.close(figure)
