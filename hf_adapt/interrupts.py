@@ -75,8 +75,9 @@ class StopOnInterrupt(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         if self._requested_on_any_rank():
             self.stopped = control.should_training_stop = True
-            # At an epoch's end, Trainer's epoch-end evaluation comes first; on_epoch_end saves after it.
-            control.should_save = control.should_save or not _at_epoch_end(state)
+            # At an epoch's end, Trainer's epoch-end evaluation comes first; on_epoch_end saves after it
+            # (even where the checkpoint interval falls on this step: a save now would miss that evaluation).
+            control.should_save = not _at_epoch_end(state)
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         if not self.stopped:

@@ -242,6 +242,9 @@ def build_trainer(config: RecipeConfig, model: PreTrainedModel, tokenizer: Any, 
     return trainer
 
 
+RESUME_POINTS = 0.25  # keep: last: a checkpoint every quarter of the run (Trainer reads < 1 as a share of the steps)
+
+
 def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "single_label") -> TrainingArguments:
     t, o = config.train, config.optim
     unplanned = [key for key in PLANNED_KEYS if getattr(getattr(config, key.split(".")[0]), key.split(".")[1]) is None]
@@ -266,8 +269,10 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "
         max_grad_norm=o.max_grad_norm,
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
-        save_strategy=t.eval_strategy if evaluating else "epoch",
-        save_steps=t.eval_steps,
+        # Checkpoints hold the weights an evaluation may have to restore (keep: best) and the points a
+        # run resumes from; with keep: last only the latter, so four over the run, not one an evaluation.
+        save_strategy=t.eval_strategy if selecting else "steps" if evaluating else "epoch",
+        save_steps=t.eval_steps if selecting else RESUME_POINTS,
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=selecting,
         metric_for_best_model=metric if evaluating else None,  # also names the metric of the time-to-accuracy curve
