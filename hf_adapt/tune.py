@@ -501,6 +501,9 @@ class Search:
         if stopper.stopped_at_epoch is not None:
             raise optuna.TrialPruned(f"at epoch {stopper.stopped_at_epoch:g}: validation {metric} "
                                      f"{reporter.pruned_value:.4f} trails the median of the complete trials there")
+        if cut_short(result.train.get("time_budget")):  # it did not train as its values say: not a result of them
+            raise optuna.TrialPruned(f"cut short by the budget at step {result.train['steps']}: validation {metric} "
+                                     f"{result.metrics['validation'][metric]:.4f}")
         return result.metrics["validation"][metric]
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -510,6 +513,14 @@ class Search:
         if not self.clock.another_fits():
             say(f"tune: {max(self.clock.left_s(), 0):.0f} s of the budget left, too little for another trial")
             study.stop()
+
+
+def cut_short(budget: dict[str, Any] | None) -> bool:
+    """Whether the trial's time cap (`train.time_budget`) shortened its schedule or stopped it."""
+    if not budget:
+        return False
+    planned, recipe = budget.get("planned_steps"), budget.get("recipe_steps")
+    return bool(budget.get("stopped_at_step")) or (planned is not None and recipe is not None and planned < recipe)
 
 
 def values_line(values: dict[str, Any]) -> str:

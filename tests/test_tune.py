@@ -120,6 +120,14 @@ def test_a_second_run_continues_the_study_and_reruns_a_killed_trial_once(recipe,
 
 
 @pytest.mark.integration
+def test_a_trial_the_budget_cut_short_is_not_a_result_of_its_values():
+    """A trial whose time cap shortened its schedule trained less than its values say: pruned, not complete."""
+    assert tune.cut_short({"budget_s": 60, "recipe_steps": 300, "stopped_at_step": 120})
+    assert tune.cut_short({"budget_s": 60, "recipe_steps": 300, "planned_steps": 200})
+    assert not tune.cut_short({"budget_s": 600, "recipe_steps": 300, "planned_steps": 300})
+    assert not tune.cut_short(None)
+
+
 def test_two_worker_processes_share_one_sqlite_study(recipe, tmp_path):
     output = tmp_path / "tune"
     command = [str(HF_ADAPT), "tune", str(recipe), "--budget", "10m", "--n-trials", "2", "--output-dir", str(output)]
