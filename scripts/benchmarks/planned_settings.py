@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{', '.join(STRATEGIES)}), setfit (pip install setfit), trainer.")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for size in args.sizes.split(","):
         for seed in range(args.seeds if size != "all" else 1):
