@@ -48,6 +48,7 @@ from hf_adapt.reports import (
     train_report_run,
     write_report,
 )
+from hf_adapt.schedule import recipe_kind
 
 STRATEGY_VARIANTS = ("features", "partial", "lora", "full", "scratch")
 # Keys that differ between variants by construction, not by choice: left out of "what differs".
@@ -69,12 +70,8 @@ class Variant:
 
 def variant_kind(config: RecipeConfig) -> str:
     """Which of STRATEGY_VARIANTS a recipe is (`partial` with a frozen encoder is `features`)."""
-    a = config.adapt
-    if a.strategy == "full":
-        return "scratch" if config.model.from_scratch else "full"
-    if a.strategy == "partial" and a.freeze_encoder:
-        return "features"
-    return a.strategy
+    kind = recipe_kind(config)
+    return "scratch" if kind == "full" and config.model.from_scratch else kind
 
 
 def strategy_settings(kind: str, base: RecipeConfig) -> tuple[dict[str, Any], float]:
