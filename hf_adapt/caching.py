@@ -40,6 +40,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import TrainOutput
 
 from hf_adapt.config import RecipeConfig
+from hf_adapt.data import column_array
 from hf_adapt.errors import say
 from hf_adapt.modeling import encoder_layout, layer_container, unwrap
 
@@ -227,7 +228,8 @@ class FrozenPrefixCache:
     def build(self, model: nn.Module, dataset: Any, split: str = "train", batch_size: int = 128) -> StateStore:
         """Run the frozen prefix once over `dataset` (eval mode, length-sorted batches) and store it."""
         model = unwrap(model)
-        lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+        lengths = (column_array(dataset, "length").tolist() if "length" in dataset.column_names
+                   else [len(x) for x in dataset["input_ids"][:]])
         stored = [1 if self.features else n for n in lengths]
         hidden = model.config.hidden_size
         path = None
@@ -260,7 +262,7 @@ class FrozenPrefixCache:
         """Compare the cached path with the full model on a few examples of different lengths (so
         the batch has padding), in eval mode: the logits, and the encoder's final states at the real
         tokens (a stricter test: random heads squash differences). Return why they differ, or None."""
-        sizes = np.array(dataset["length"]) if "length" in dataset.column_names else np.diff(self.stores[split].offsets)
+        sizes = column_array(dataset, "length") if "length" in dataset.column_names else np.diff(self.stores[split].offsets)
         order = np.argsort(sizes, kind="stable")
         index = sorted({int(i) for i in (*order[:examples // 2], *order[-(examples - examples // 2):])})
         columns = [c for c in MODEL_INPUTS if c in dataset.column_names and c in _accepted(unwrap(model))]

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import Any, Iterator, TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:  # `datasets` is imported where it is used: `predict` of a .tx
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
 MAX_CLASSES_FROM_NUMBERS = 50  # more distinct whole numbers than this are rarely class ids
+BATCH_ROWS = 10_000  # rows checked and converted at a time: memory stays flat however large the file
+SCAN_ROWS = 200_000  # rows of one column read at a time for distinct values and sums
+LARGE_FILE_BYTES = 64 * 1024**2  # from this size reading a file shows a progress bar
 PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification",
                  "regression": "regression"}  # data.task -> transformers' config.problem_type
 
@@ -131,7 +135,7 @@ class TaskData:
     @property
     def target_mean(self) -> float | None:
         """The mean training target of a regression task (where a fresh head starts); else None."""
-        return float(np.mean(self.splits["train"]["label"])) if self.label_map.task == "regression" else None
+        return float(column_array(self.splits["train"], "label").mean()) if self.label_map.task == "regression" else None
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class TargetScale:
         if task.label_map.task != "regression":
             raise HfAdaptError(f"data.target_scaling scales a regression target, and the labels make this a "
                                f"{task.label_map.task} task; set data.target_scaling: none")
-        targets = np.asarray(task.splits["train"]["label"], dtype=np.float64)
+        targets = column_array(task.splits["train"], "label").astype(np.float64)
         std = float(targets.std())
         if std == 0.0:
             raise HfAdaptError(f"data.target_scaling: standard divides by the training targets' spread, and every "
@@ -168,8 +172,74 @@ class TargetScale:
     @staticmethod
     def _mapped(splits: Any, column: str, change: Any) -> Any:
         return type(splits)({name: split.map(lambda batch: {column: [change(y) for y in batch[column]]},
-                                             batched=True, keep_in_memory=True)
+                                             batched=True)
                              for name, split in splits.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrow columns, read a batch at a time
+
+
+def cache_dir() -> str | None:
+    """Where the Arrow copies of data files and the tokenized splits are kept, so that a second run on
+    the same file skips reading and tokenizing it: `HF_ADAPT_CACHE`, else (None) the datasets cache
+    (`HF_DATASETS_CACHE`, by default ~/.cache/huggingface/datasets). Never beside the user's data."""
+    return os.environ.get("HF_ADAPT_CACHE") or None
+
+
+def _column_batches(dataset: Dataset, column: str) -> Iterator[Any]:
+    """One column as Arrow arrays of `SCAN_ROWS` rows: memory stays flat, whatever the rows."""
+    for batch in dataset.with_format("arrow").select_columns([column]).iter(batch_size=SCAN_ROWS):
+        yield batch.column(0)
+
+
+def is_list_column(dataset: Dataset, column: str) -> bool:
+    import pyarrow as pa
+
+    kind = dataset.data.schema.field(column).type
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+
+
+def distinct_values(dataset: Dataset, column: str) -> list[Any]:
+    """The distinct values of a column (of a list column: of its lists' items), in no order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lists = is_list_column(dataset, column)
+    seen: set[Any] = set()
+    unhashable: list[Any] = []
+    for values in _column_batches(dataset, column):
+        try:
+            seen.update(pc.unique(pc.list_flatten(values) if lists else values).to_pylist())
+        except pa.ArrowNotImplementedError:  # a JSON column of mixed values (datasets' Json type): in Python
+            for value in python_values(values):
+                (unhashable.append if isinstance(value, (list, dict)) else seen.add)(value)
+    return [*seen, *unhashable]
+
+
+def python_values(values: Any) -> list[Any]:
+    """An Arrow array as Python values, as datasets shows them: a JSON column (a JSON file whose column
+    mixes lists and strings, say) parsed."""
+    import pyarrow as pa
+
+    python = values.to_pylist()
+    if isinstance(values.type, pa.JsonType):
+        return [None if value is None else json.loads(value) for value in python]
+    return python
+
+
+def column_array(dataset: Dataset, column: str) -> np.ndarray:
+    """A scalar column as one numpy array (strings as objects), without a Python list of its values."""
+    parts = [values.to_numpy() for values in _column_batches(dataset, column)]
+    return np.concatenate(parts) if parts else np.asarray([])
+
+
+def target_range(dataset: Dataset, column: str = "label") -> tuple[float, float]:
+    """The smallest and largest value of a numeric column."""
+    import pyarrow.compute as pc
+
+    ranges = [pc.min_max(values).as_py() for values in _column_batches(dataset, column)]
+    return min(r["min"] for r in ranges), max(r["max"] for r in ranges)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,28 +252,35 @@ def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
     Returns splits with the user's columns renamed to `text` (+ `text_pair`) and `label` (strings,
     or floats for regression), a validation split carved from train with `seed` when none is given
     (stratified by label), and the task's label map built from the training labels.
+
+    The splits are memory-mapped Arrow files in the cache (`cache_dir`), read and written
+    `BATCH_ROWS` at a time, so memory does not grow with the data, and a second run on the same
+    files reuses the first one's work.
     """
     raw, sources = _load_raw_splits(config)
     _check_columns(raw["train"], sources["train"], config)
     task = task_of(raw["train"], sources["train"], config)
-    if "validation" not in raw:
+    from datasets import DatasetDict
+
+    # checked on the rows as the files hold them, so an error names the file's own row
+    splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
+    if "validation" not in splits:
         strata = None
         if task == "single_label":
-            strata = raw["train"][config.label_column]
+            strata = label_codes(splits["train"])
         elif task == "multi_label":  # each row by its rarest label
-            strata = rarest_labels(read_task_labels(raw["train"], sources["train"], config, task))
-        raw = _carve_validation(raw, config.validation_fraction, seed, strata=strata)
+            strata = rarest_labels(splits["train"]["label"][:])
+        splits.update(_carve_validation(splits, config.validation_fraction, seed, strata=strata))
         stratified = {"single_label": ", stratified by label", "multi_label": ", stratified by each row's rarest label"}
         sources["validation"] = (f"{sources['train']} ({config.validation_fraction:.0%} carved out"
                                  f"{stratified.get(task, '')}, seed {seed})")
-    from datasets import DatasetDict
-
-    splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
-    if config.max_train_samples and len(splits["train"]) > config.max_train_samples:
-        splits["train"] = splits["train"].shuffle(seed=seed).select(range(config.max_train_samples))
-    for name in ("validation", "test"):
-        if config.max_eval_samples and name in splits and len(splits[name]) > config.max_eval_samples:
-            splits[name] = splits[name].shuffle(seed=seed).select(range(config.max_eval_samples))
+        splits = DatasetDict({name: splits[name] for name in SPLITS if name in splits})
+    limits = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_eval_samples}
+    for name, limit in limits.items():
+        if limit and name in splits and len(splits[name]) > limit:  # a seeded sample, in file order
+            chosen = np.zeros(len(splits[name]), dtype=bool)
+            chosen[np.random.default_rng(seed).permutation(len(splits[name]))[:limit]] = True
+            splits[name] = rows_where(splits[name], chosen)
     label_map = _build_label_map(splits["train"], sources["train"], label_key(config), task)
     for name in ("validation", "test"):
         if name in splits and task != "regression":
@@ -225,12 +302,16 @@ def task_of(train: Dataset, source: str, config: DataConfig) -> str:
                    f"data.label_separator {config.label_separator!r}")
             say(f"task: multi_label ({how})")
         return "multi_label"
-    return resolve_task(train[config.label_column], source, config.label_column, config.task)
+    values = distinct_values(train, config.label_column)
+    if is_list_column(train, config.label_column):  # a column of lists (JSON): resolve_task reads lists as multi-label
+        values = [values]
+    return resolve_task(values, source, config.label_column, config.task)
 
 
 def resolve_task(values: list[Any], source: str, column: str, requested: str = "auto") -> str:
     """The task of a label column: `requested` when it is not `auto` (checked against the values),
-    else decided from the values, and said in one line with the reason.
+    else decided from the values (all of them, or only the distinct ones: the decision is the same),
+    and said in one line with the reason.
 
     Lists of labels are multi-label; label names (strings) are classes; numbers that are not all
     whole are a regression target; whole numbers are class ids when there are at most
@@ -294,12 +375,13 @@ def load_file(path: str | Path) -> Dataset:
     # datasets logs a parse failure itself before raising it; we report it once, in one line.
     verbosity = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    bars = datasets.utils.are_progress_bars_disabled() or verbose()
+    bars = datasets.utils.are_progress_bars_disabled() or verbose() or path.stat().st_size > LARGE_FILE_BYTES
     if not bars:
         datasets.utils.disable_progress_bars()  # "Generating train split": noise before a one-line error
     try:
-        # keep_in_memory + a private cache dir: small files, and no cache files beside the user's data
-        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
+        # an Arrow copy in the cache (never beside the user's data), memory-mapped: a file of any size,
+        # read once (the copy is reused while the file is unchanged)
+        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir(), **kwargs)
     except Exception as err:  # datasets wraps pandas/pyarrow parse errors in many types
         raise HfAdaptError(_read_error(path, fmt, err)) from None
     finally:
@@ -321,6 +403,9 @@ def _read_error(path: Path, fmt: str, err: Exception) -> str:
     if "corresponds to no data" in str(err):  # a header and no rows
         return f"{path}: no rows; it needs at least one row of data"
     cause = causes[1] if len(causes) > 1 else err
+    if "Failed to parse string" in str(cause):  # a large file is typed from its first rows
+        return (f"{path}: could not be read as {fmt.upper()} ({first_line(cause)}): a column holds numbers in its "
+                f"first rows and text further down; fix or drop that row")
     return f"{path}: could not be read as {fmt.upper()} ({first_line(cause)}); fix the file's syntax"
 
 
@@ -344,7 +429,7 @@ def _load_hub_dataset(config: DataConfig) -> tuple[dict[str, Dataset], dict[str,
 
 
 def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int,
-                      strata: list[Any] | None = None) -> dict[str, Dataset]:
+                      strata: Any = None) -> dict[str, Dataset]:
     """Move a seeded `fraction` of train to validation; stratified by each row's `strata` when given."""
     train = raw["train"]
     if len(train) < 4:
@@ -355,31 +440,68 @@ def _carve_validation(raw: dict[str, Dataset], fraction: float, seed: int,
         raise HfAdaptError(f"data.validation_fraction {fraction:g} of {len(train)} training rows leaves "
                            f"{len(train) - carved} to train on; lower it (0.1-0.2 is usual) or give data.validation_file")
     if strata is None:
-        parts = train.train_test_split(test_size=carved, seed=seed, shuffle=True)
-        return {**raw, "train": parts["train"], "validation": parts["test"]}
-    held = stratified_sample(strata, fraction, seed)
-    kept = sorted(set(range(len(train))) - set(held))
-    return {**raw, "train": train.select(kept), "validation": train.select(held)}
+        held = np.random.default_rng(seed).permutation(len(train))[:carved]
+    else:
+        held = np.asarray(stratified_sample(strata, fraction, seed), dtype=np.int64)
+    validation = np.zeros(len(train), dtype=bool)
+    validation[held] = True
+    return {**raw, "train": rows_where(train, ~validation), "validation": rows_where(train, validation)}
 
 
-def stratified_sample(labels: list[Any], fraction: float, seed: int) -> list[int]:
+def rows_where(dataset: Dataset, keep: np.ndarray) -> Dataset:
+    """The rows of `dataset` where `keep` is true, in file order, as their own Arrow file (cached).
+
+    One pass through the file in order, not `Dataset.select`: a selection is read later by Arrow's
+    `take`, whose every call costs time in proportion to the whole file (quadratic in the rows)."""
+    import pyarrow as pa
+
+    def pick(batch: Any, rows: list[int]) -> Any:
+        return batch.filter(pa.array(keep[rows[0]:rows[0] + len(rows)])) if rows else batch
+
+    return dataset.with_format("arrow").map(pick, batched=True, batch_size=SCAN_ROWS, with_indices=True,
+                                            desc="Splitting").with_format(None)
+
+
+def stratified_sample(labels: Any, fraction: float, seed: int) -> list[int]:
     """Row indices of a seeded sample holding `fraction` of each label's rows (rounded), at least one
     of every label with two or more rows, and never a label's last row (training must see it).
 
     Written here because `Dataset.train_test_split(stratify_by_column=...)` needs a ClassLabel column
     and, like scikit-learn's `train_test_split`, refuses a label with one row and lets a rare label
     round away to nothing; this sample keeps every label that can be kept on both sides.
+
+    `labels`: every row's label, or `(names, codes)`: the sorted label names and each row's index
+    into them (`label_codes`, for millions of rows).
     """
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for row, label in enumerate(labels):
-        by_label.setdefault(str(label_to_str(label)), []).append(row)
+    names, codes = labels if isinstance(labels, tuple) else _label_codes(labels)
     held: list[int] = []
-    for label in sorted(by_label):
-        rows = by_label[label]
+    for code in range(len(names)):  # labels in sorted order, each label's rows in order
+        rows = np.flatnonzero(codes == code)
         take = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
         held.extend(rng.permutation(rows)[:take].tolist())
     return sorted(held)
+
+
+def label_codes(dataset: Dataset, column: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """`(names, codes)` of a string column: its distinct values sorted, and each row's index into them
+    (int32, computed in Arrow: 4 bytes a row, no Python string per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = pa.array(sorted(distinct_values(dataset, column)), pa.string())
+    parts = [pc.index_in(values, value_set=names).to_numpy() for values in _column_batches(dataset, column)]
+    return np.asarray(names.to_pylist(), dtype=object), np.concatenate(parts).astype(np.int32)
+
+
+def _label_codes(labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`(names, codes)`: each distinct label as `label_to_str` names it, and every row's index into them."""
+    import pandas as pd  # a dependency of datasets
+
+    codes, values = pd.factorize(np.asarray(labels, dtype=object), use_na_sentinel=False)  # in C, for millions of rows
+    names = np.asarray([str(label_to_str(v)) for v in values], dtype=object)
+    merged, inverse = np.unique(names, return_inverse=True)  # sorted; ' a' and 'a' are one label
+    return merged, inverse.reshape(-1)[codes]
 
 
 def rarest_labels(rows: list[list[str]]) -> list[str]:
@@ -407,49 +529,117 @@ def _check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
 
 def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> Dataset:
     """Check the columns and values, and rename them to text / text_pair / label (string labels, or
-    floats for regression), plus `group` when `data.group_column` is set."""
+    floats for regression), plus `group` when `data.group_column` is set.
+
+    One pass over the file's Arrow batches (`BATCH_ROWS` rows each, converted with `pyarrow.compute`);
+    a batch with a problem is read again row by row, so the error names the first bad row. The result
+    is an Arrow file in the cache, reused by the next run on the same file.
+    """
     _check_columns(dataset, source, config)
-    text_columns = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
-    for column in text_columns:
-        _check_texts(dataset[column], source, column)
-    labels = read_task_labels(dataset, source, config, task)
-    columns = {"text": [str(t) for t in dataset[config.text_column]], "label": labels}
-    if config.text_pair_column:
-        columns["text_pair"] = [str(t) for t in dataset[config.text_pair_column]]
-    if config.group_column:
-        columns["group"] = _read_groups(dataset[config.group_column], source, config.group_column)
-    from datasets import Dataset
 
-    return Dataset.from_dict(columns)
+    def convert(batch: Any, rows: list[int]) -> Any:
+        import pyarrow as pa
+
+        first = rows[0] if rows else 0  # the batch's first row in the file (the file is read in order)
+        columns = {"text": _arrow_texts(batch.column(config.text_column), source, config.text_column, first),
+                   "label": _arrow_labels(batch, source, config, task, first)}
+        if config.text_pair_column:
+            columns["text_pair"] = _arrow_texts(batch.column(config.text_pair_column), source,
+                                                config.text_pair_column, first)
+        if config.group_column:
+            columns["group"] = _arrow_groups(batch.column(config.group_column), source, config.group_column, first)
+        return pa.table(columns)
+
+    return dataset.with_format("arrow").map(
+        convert, batched=True, batch_size=BATCH_ROWS, with_indices=True, remove_columns=dataset.column_names,
+        desc=f"Checking {Path(source).name}").with_format(None)
 
 
-def read_task_labels(dataset: Dataset, source: str, config: DataConfig, task: str) -> list[Any]:
+def _arrow_texts(values: Any, source: str, column: str, first: int) -> Any:
+    """A batch's texts as an Arrow string array (numbers read as text too); an empty one is an error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values), ""))
+        if not pc.any(blank).as_py():
+            return values
+    python = python_values(values)
+    _check_texts(python, source, column, first)  # names the first blank row
+    return pa.array([str(v) for v in python], pa.string())
+
+
+def _arrow_labels(batch: Any, source: str, config: DataConfig, task: str, first: int) -> Any:
+    """A batch's labels as the task reads them (`read_task_labels`): in Arrow for the usual column
+    types (label names or whole numbers; numbers for regression), else, and to name a bad row, in Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = None if config.label_columns else batch.column(config.label_column)
+    if task == "single_label" and values is not None:
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            names = pc.utf8_trim_whitespace(values)
+            if not pc.any(pc.or_kleene(pc.is_null(names), pc.equal(names, ""))).as_py():
+                return names
+        elif pa.types.is_integer(values.type) and values.null_count == 0:
+            return pc.cast(values, pa.string())
+    if task == "regression" and values is not None and (pa.types.is_integer(values.type) or
+                                                          pa.types.is_floating(values.type)):
+        numbers = pc.cast(values, pa.float64())
+        if numbers.null_count == 0 and pc.all(pc.is_finite(numbers)).as_py():
+            return numbers
+    columns = {name: python_values(batch.column(name)) for name in batch.column_names}
+    labels = read_task_labels(columns, source, config, task, first_row=first)
+    kind = {"single_label": pa.string(), "regression": pa.float64(), "multi_label": pa.list_(pa.string())}[task]
+    return pa.array(labels, kind)
+
+
+def _arrow_groups(values: Any, source: str, column: str, first: int) -> Any:
+    """A batch's group names as strings (like labels: 3.0 -> '3'); an empty group is an error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        names = pc.utf8_trim_whitespace(values)
+        if not pc.any(pc.or_kleene(pc.is_null(names), pc.equal(names, ""))).as_py():
+            return names
+    return pa.array(_read_groups(python_values(values), source, column, first), pa.string())
+
+
+def read_task_labels(columns: Any, source: str, config: DataConfig, task: str, *, first_row: int = 0) -> list[Any]:
     """The labels of every row as the task reads them: `read_labels` of the label column, or, with
-    `data.label_columns`, the names of each row's columns that hold 1."""
+    `data.label_columns`, the names of each row's columns that hold 1.
+
+    `columns` maps column names to their values (a `Dataset` or a batch); errors count rows from
+    `first_row` (where the batch starts in its file)."""
     if not config.label_columns:
-        return read_labels(dataset[config.label_column], source, config.label_column, task, config.label_separator)
-    rows: list[list[str]] = [[] for _ in range(len(dataset))]
+        return read_labels(columns[config.label_column][:], source, config.label_column, task,
+                           config.label_separator, first_row=first_row)
+    rows: list[list[str]] = []
     for column in config.label_columns:
-        for row, value in enumerate(dataset[column]):
+        for row, value in enumerate(columns[column][:]):
+            if row == len(rows):
+                rows.append([])
             flag = label_to_str(value)
             if flag not in ("0", "1", "True", "False", "true", "false"):
-                raise HfAdaptError(f"{source}: {shown(value)} in label column '{column}' at data row {row + 1} is not "
-                                   f"0 or 1; data.label_columns must each hold 0/1 (1: the row has that label)")
+                raise HfAdaptError(f"{source}: {shown(value)} in label column '{column}' at data row "
+                                   f"{first_row + row + 1} is not 0 or 1; data.label_columns must each hold 0/1 "
+                                   f"(1: the row has that label)")
             if flag in ("1", "True", "true"):
                 rows[row].append(column)
     return [sorted(labels) for labels in rows]
 
 
-def read_labels(values: list[Any], source: str, column: str, task: str,
-                separator: str | None = None) -> list[str] | list[float] | list[list[str]]:
+def read_labels(values: list[Any], source: str, column: str, task: str, separator: str | None = None, *,
+                first_row: int = 0) -> list[str] | list[float] | list[list[str]]:
     """A label column's values as the task reads them, training and evaluation alike: strings
     (`label_to_str`) for classes, floats for regression, sorted lists of strings for multi-label
     (from JSON lists, or strings split on `separator`; there a row may have no label); a missing or
-    unreadable one is an error naming its row."""
+    unreadable one is an error naming its row (counted from `first_row`)."""
     if task == "multi_label":
-        return [_label_list(v, source, column, row, separator) for row, v in enumerate(values)]
+        return [_label_list(v, source, column, row, separator) for row, v in enumerate(values, start=first_row)]
     labels = [label_to_str(v) for v in values] if task == "single_label" else [_number(v) for v in values]
-    for row, label in enumerate(labels):
+    for row, label in enumerate(labels, start=first_row):
         if label is None:
             raise HfAdaptError(f"{source}: empty or NaN label in column '{column}' at data row {row + 1}; "
                                f"label every row or drop it")
@@ -499,18 +689,18 @@ def _separator_hint(columns: list[str]) -> str:
     return ""
 
 
-def _read_groups(values: list[Any], source: str, column: str) -> list[str]:
+def _read_groups(values: list[Any], source: str, column: str, first_row: int = 0) -> list[str]:
     """Group names as strings (like labels: 3.0 -> '3'); an empty group is an error."""
     groups = [label_to_str(v) for v in values]
-    for row, group in enumerate(groups):
+    for row, group in enumerate(groups, start=first_row):
         if group is None:
             raise HfAdaptError(f"{source}: empty or NaN group in column '{column}' at data row {row + 1}; "
                                f"name every row's group or drop the row")
     return groups  # type: ignore[return-value]
 
 
-def _check_texts(values: list[Any], source: str, column: str) -> None:
-    for row, value in enumerate(values):
+def _check_texts(values: list[Any], source: str, column: str, first_row: int = 0) -> None:
+    for row, value in enumerate(values, start=first_row):
         missing = value is None or (isinstance(value, float) and math.isnan(value))
         if missing or not str(value).strip():
             raise HfAdaptError(f"{source}: empty or NaN text in column '{column}' at data row {row + 1}; "
@@ -531,11 +721,11 @@ def label_to_str(value: Any) -> str | None:
 
 def _build_label_map(train: Dataset, source: str, column: str, task: str = "single_label") -> LabelMap:
     if task == "regression":
-        if len(set(train["label"])) < 2:
-            raise HfAdaptError(f"{source}: every row's '{column}' is {train['label'][0]:g}; a regression needs "
-                               f"targets that vary")
+        low, high = target_range(train)
+        if low == high:
+            raise HfAdaptError(f"{source}: every row's '{column}' is {low:g}; a regression needs targets that vary")
         return LabelMap((column,), task)
-    labels = set(_flat_labels(train["label"], task))
+    labels = set(distinct_values(train, "label"))
     if task == "multi_label" and len(labels) < 2:
         raise HfAdaptError(f"{source}: the training rows name {len(labels)} label(s) in '{column}'; multi-label "
                            f"needs at least two")
@@ -547,12 +737,8 @@ def _build_label_map(train: Dataset, source: str, column: str, task: str = "sing
     return LabelMap(tuple(sorted(labels, key=key)), task)
 
 
-def _flat_labels(labels: list[Any], task: str) -> list[str]:
-    return [label for row in labels for label in row] if task == "multi_label" else labels
-
-
 def _check_known_labels(dataset: Dataset, label_map: LabelMap, source: str, column: str) -> None:
-    unseen = sorted(set(_flat_labels(dataset["label"], label_map.task)) - set(label_map.labels))
+    unseen = sorted(set(distinct_values(dataset, "label")) - set(label_map.labels))
     if unseen:
         shown = ", ".join(repr(u) for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise HfAdaptError(f"{source}: label(s) {shown} in column '{column}' never occur in the training data "
@@ -634,16 +820,27 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
 
     Keeps a `length` column so length-grouped batching needs no second pass over the data. With
     `windows` (data.long_text: chunk) a row is one window of a text, labelled as its text, and the
-    `document` column names that text's row in the split.
+    `document` column names that text's row in the split. Only the token ids are stored (and the
+    token types of text pairs): the collator makes the attention mask as it pads.
+
+    A large split is tokenized by one process per CPU core; the result is an Arrow file in the cache
+    (`cache_dir`), found again by its fingerprint (the split, the tokenizer, these arguments), so a
+    second run on the same data skips tokenizing.
     """
+    from datasets import DatasetDict
+
     label2id = label_map.label2id
+    # token types only for text pairs, and only where the model has them (not RoBERTa, ModernBERT, ...)
+    types = "text_pair" in splits["train"].column_names and "token_type_ids" in tokenizer.model_input_names
 
     def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         if windows is None:
-            encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
+            encoded = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length,
+                                return_attention_mask=False, return_token_type_ids=types)
             rows = list(range(len(batch["text"])))
         else:
             encoded, rows = windows.encode(tokenizer, batch["text"])
+            encoded = {key: encoded[key] for key in ("input_ids", *(["token_type_ids"] if types else []))}
             encoded[DOCUMENT] = [indices[row] for row in rows]
         labels = [batch["label"][row] for row in rows]
         if label_map.task == "regression":
@@ -653,7 +850,34 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
         else:
             encoded["labels"] = [label2id[label] for label in labels]
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-        return encoded
+        return dict(encoded)
 
-    return splits.map(encode, batched=True, with_indices=True, remove_columns=splits["train"].column_names,
-                      desc="Tokenizing", keep_in_memory=True)
+    features = _encoded_features(label_map.task, types=types, windows=windows is not None)
+    return DatasetDict({name: split.map(encode, batched=True, with_indices=True, remove_columns=split.column_names,
+                                        features=features, num_proc=tokenizing_processes(len(split)),
+                                        desc=f"Tokenizing {name}")
+                        for name, split in splits.items()})
+
+
+TOKENIZING_ROWS_PER_PROCESS = 20_000  # below this a second process costs more than it saves
+
+
+def tokenizing_processes(rows: int) -> int | None:
+    """Processes to tokenize `rows` with: one per CPU core this process may use, for large splits."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = min(cores, rows // TOKENIZING_ROWS_PER_PROCESS)
+    return processes if processes > 1 else None
+
+
+def _encoded_features(task: str, *, types: bool, windows: bool) -> Any:
+    """The tokenized columns' Arrow types: int32 ids and lengths, half the bytes of Python's int64."""
+    from datasets import Features, List, Value
+
+    labels = {"single_label": Value("int64"), "multi_label": List(Value("float32")),
+              "regression": Value("float64")}[task]
+    features = {"input_ids": List(Value("int32"))}
+    if types:
+        features["token_type_ids"] = List(Value("int8"))
+    if windows:
+        features[DOCUMENT] = Value("int64")
+    return Features({**features, "labels": labels, "length": Value("int32")})

@@ -39,7 +39,17 @@ from hf_adapt.controls import (
     measure_run_forgetting,
     reinit_top_layers,
 )
-from hf_adapt.data import DOCUMENT, LabelMap, load_task_data, TargetScale, TaskData, tokenize_splits, Windows
+from hf_adapt.data import (
+    column_array,
+    DOCUMENT,
+    LabelMap,
+    load_task_data,
+    target_range,
+    TargetScale,
+    TaskData,
+    tokenize_splits,
+    Windows,
+)
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt, TimeBudget
@@ -183,7 +193,7 @@ def fit_on_validation(trainer: Trainer, encoded: Any, label_map: LabelMap, windo
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     references = output.label_ids
     if windows is not None:  # fitted for texts, whose scores pool their windows'
-        logits, first = pool_windows(logits, encoded["validation"][DOCUMENT], windows.pooling)
+        logits, first = pool_windows(logits, column_array(encoded["validation"], DOCUMENT), windows.pooling)
         references = references[first]
     config, fitted = unwrap(trainer.model).config, {}
     if calibrate:
@@ -260,8 +270,7 @@ def data_summary(task: TaskData, windows: Any = None) -> dict[str, Any]:
     if windows is not None:
         summary["windows"] = {k: len(v) for k, v in windows.items()}
     if task.label_map.task == "regression":
-        targets = task.splits["train"]["label"]
-        summary["target_range"] = [min(targets), max(targets)]
+        summary["target_range"] = list(target_range(task.splits["train"]))
     return summary
 
 

@@ -115,7 +115,8 @@ def plan_training(config: RecipeConfig, rows: int, validation_rows: int, world_s
         chosen["optim.warmup"] = warmup
 
     planned = _with(config, chosen)
-    explicit = [key for key in PLANNED_KEYS if key not in chosen]
+    explicit = [key if key != "train.epochs" or t.epochs is not None else "train.max_steps"
+                for key in PLANNED_KEYS if key not in chosen]  # train.max_steps sets the length, not epochs
     plan = Plan(rows, validation_rows, chosen, explicit,
                 _describe(planned, kind, rows, validation_rows, updates, evaluations, chosen, explicit))
     return planned, plan

@@ -27,7 +27,7 @@ from transformers import (
 
 from hf_adapt.caching import EXAMPLE_INDEX, FrozenPrefixCache
 from hf_adapt.config import RecipeConfig
-from hf_adapt.data import DOCUMENT, LabelMap, Windows
+from hf_adapt.data import column_array, DOCUMENT, LabelMap, Windows
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.hardware import resolve_mixed_precision
 from hf_adapt.metrics import best_metric, build_compute_metrics, LOWER_IS_BETTER, Temperature, Thresholds, WindowsOf
@@ -112,7 +112,7 @@ class AdaptTrainer(Trainer):
         """While evaluating a chunked split, compute_metrics pools each text's windows (`WindowsOf`)."""
         chunked = self.windows is not None and DOCUMENT in getattr(dataset, "column_names", ())
         if chunked:
-            self.windows.documents = np.asarray(dataset[DOCUMENT])
+            self.windows.documents = column_array(dataset, DOCUMENT)
         try:
             yield
         finally:
@@ -127,6 +127,15 @@ class AdaptTrainer(Trainer):
         with self._scoring_texts(test_dataset):
             return super().predict(test_dataset, *args, **kwargs)
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        # Trainer's length-grouped sampler reads the lengths as a Python list (10 million rows: ~1 GB of
+        # Python ints); this one keeps them in numpy and yields the same order.
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and "length" in getattr(dataset, "column_names", ()):
+            return LengthGroupedSampler(column_array(dataset, "length"),
+                                        self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return super()._get_train_sampler(train_dataset)
+
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
         # A chunked split is scored in its own order, where `document` names each window's text (Trainer
         # would otherwise group evaluation rows by length too; the column itself is gone by now, as the
@@ -134,6 +143,11 @@ class AdaptTrainer(Trainer):
         # back in order.
         if self.windows is not None and self.windows.documents is not None:
             return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        if self.args.train_sampling_strategy == "group_by_length" and "length" in getattr(
+                eval_dataset, "column_names", ()):  # evaluation batches of like lengths too, in Trainer's order
+            return LengthGroupedSampler(column_array(eval_dataset, "length"), self.args.eval_batch_size,
+                                        generator=torch.Generator().manual_seed(
+                                            self.args.seed if self.args.data_seed is None else self.args.data_seed))
         return super()._get_eval_sampler(eval_dataset)
 
     def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
@@ -169,6 +183,37 @@ class AdaptTrainer(Trainer):
         super()._set_signature_columns_if_needed()
         if EXAMPLE_INDEX not in self._signature_columns:  # the frozen-prefix cache's row index
             self._signature_columns.append(EXAMPLE_INDEX)
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """transformers' `LengthGroupedSampler` (random mega-batches of 50 batches, each sorted by length,
+    the longest batch first) with the lengths in a numpy array instead of Python lists; for the same
+    torch random state it yields the same order (`tests/test_data_scale.py` compares them)."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, generator: torch.Generator | None = None) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        return (int(i) for i in length_grouped_order(self.lengths, self.batch_size, self.generator))
+
+
+def length_grouped_order(lengths: np.ndarray, batch_size: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """The order of `transformers.trainer_pt_utils.get_length_grouped_indices`, computed in numpy."""
+    rows = len(lengths)
+    size = max(min(rows // (batch_size * 4), 50), 1) * batch_size  # a mega-batch
+    order = torch.randperm(rows, generator=generator).numpy()
+    for start in range(0, rows, size):  # each mega-batch longest first; ties keep their random order
+        chunk = order[start:start + size]
+        order[start:start + size] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+    if rows:  # the longest row of all first, so running out of memory happens at once
+        longest = int(np.argmax(lengths[order[::size]])) * size
+        order[0], order[longest] = order[longest], order[0]
+    return order
 
 
 class ProgressToStderr(ProgressCallback):
@@ -247,7 +292,8 @@ RESUME_POINTS = 0.25  # keep: last: a checkpoint every quarter of the run (Train
 
 def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "single_label") -> TrainingArguments:
     t, o = config.train, config.optim
-    unplanned = [key for key in PLANNED_KEYS if getattr(getattr(config, key.split(".")[0]), key.split(".")[1]) is None]
+    unplanned = [key for key in PLANNED_KEYS if getattr(getattr(config, key.split(".")[0]), key.split(".")[1]) is None
+                 and not (key == "train.epochs" and t.max_steps > 0)]  # train.max_steps sets the length instead
     if unplanned:
         raise HfAdaptError(f"{', '.join(unplanned)} not set: plan them from the data first "
                            f"(hf_adapt.schedule.plan_training), as hf_adapt.engine.run_recipe does")
@@ -257,7 +303,7 @@ def build_training_arguments(config: RecipeConfig, work_dir: Path, task: str = "
     precision = resolve_mixed_precision(t.mixed_precision)
     return TrainingArguments(
         output_dir=str(work_dir),
-        num_train_epochs=t.epochs,
+        num_train_epochs=t.epochs if t.epochs is not None else 1.0,  # None: train.max_steps rules
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
@@ -300,7 +346,7 @@ def balanced_class_weights(train: Any, label_map: LabelMap) -> torch.Tensor:
     """Inverse-frequency weights, n / (k * count_c), as scikit-learn's `class_weight='balanced'`;
     multi-label: each label's `pos_weight`, its negative rows over its positive ones."""
     if label_map.task == "multi_label":
-        positives = torch.tensor(train["labels"]).sum(0)
+        positives = torch.tensor(np.asarray(train["labels"][:], dtype=np.float32)).sum(0)
         return (len(train) - positives) / positives.clamp(min=1)
-    counts = torch.bincount(torch.tensor(train["labels"]), minlength=len(label_map.labels)).float()
+    counts = torch.bincount(torch.from_numpy(column_array(train, "labels")), minlength=len(label_map.labels)).float()
     return counts.sum() / (len(counts) * counts.clamp(min=1))

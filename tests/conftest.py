@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ from transformers import (
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the Arrow copies of the tests' data files and their tokenized splits: a folder of this session's own
+os.environ.setdefault("HF_ADAPT_CACHE", tempfile.mkdtemp(prefix="hf_adapt_test_cache_"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]

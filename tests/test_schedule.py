@@ -84,3 +84,15 @@ def test_a_run_says_records_and_cards_what_it_planned(tiny_bert, tmp_path, capsy
     assert "batch size 4" in card and "`train.keep: last`" in card
     saved = (tmp_path / "out" / "recipe.yaml").read_text()
     assert "batch_size: null" in saved  # the recipe as written: rerun on other data, it plans again
+
+
+def test_max_steps_without_epochs_trains_that_many_steps(tiny_bert, tmp_path, capsys):
+    # `train.max_steps` sets the run's length: no epochs are planned, and the run is not refused for them
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    recipe = tiny_recipe(tiny_bert, data, tmp_path / "out", train={"max_steps": 3})
+    del recipe["train"]["epochs"]
+
+    result = run_recipe(config_from_dict(recipe))
+
+    assert result.train["steps"] == 3
+    assert "set by the recipe: train.batch_size, train.max_steps" in capsys.readouterr().err
