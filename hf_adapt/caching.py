@@ -60,6 +60,8 @@ def plan_cache(model: nn.Module, config: RecipeConfig, tokenizer: Any) -> tuple[
     layers for a while, and those must not be cached.
     """
     a, t = config.adapt, config.train
+    if config.data.streaming and a.strategy == "partial" and t.cache_frozen:
+        return 0, "data.streaming: the training rows are read once, as a stream, so there is nothing to cache"
     if a.strategy != "partial" or not t.cache_frozen:
         return 0, None
     from accelerate.utils import get_int_from_env

@@ -138,6 +138,11 @@ class DataConfig:
         default=0.1, metadata={"help": "Share of train carved out as validation when none is given."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use a seeded subset of train."})
+    streaming: bool = field(
+        default=False, metadata={"help": "Train from a stream of the training file (datasets' IterableDataset), "
+                                         "checked and tokenized as it is read: no Arrow copy on disk and no pass "
+                                         "before the first step but a check of every row. Needs train.max_steps "
+                                         "and a validation file; validation and test are read whole."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap validation/test rows."})
 
 
@@ -659,6 +664,17 @@ def validate(config: RecipeConfig) -> list[str]:
           "head that predicts the target's own units; leave data.target_scaling: none when continuing")
     check(d.task != "regression" or t.class_weights == "none",
           "train.class_weights: balanced weighs classes, and data.task is regression; set train.class_weights: none")
+    if d.streaming:  # a stream has no length, and is read once, in order
+        check(t.max_steps > 0, "data.streaming: true trains from a stream of unknown length; set train.max_steps "
+                               "(the optimizer steps to train)")
+        check(bool(d.validation_file) or bool(d.dataset), "data.streaming: true reads the training file as a stream, "
+                                                          "which cannot be carved; give data.validation_file")
+        unsupported = {"data.long_text: chunk": d.long_text == "chunk", "data.target_scaling: standard":
+                       d.target_scaling != "none", "train.class_weights: balanced": t.class_weights != "none",
+                       "data.max_train_samples": d.max_train_samples is not None}
+        named = [key for key, used in unsupported.items() if used]
+        check(not named, f"data.streaming: true does not support {', '.join(named)} (each needs the whole training "
+                         f"file before training); drop it, or set data.streaming: false")
     check(0.0 < d.validation_fraction < 1.0,
           f"data.validation_fraction must be in (0, 1), got {d.validation_fraction}")
     for key in ("max_train_samples", "max_eval_samples"):

@@ -131,11 +131,27 @@ class TaskData:
     splits: DatasetDict
     label_map: LabelMap
     sources: dict[str, str]
+    stream: StreamScan | None = None  # data.streaming: what the pass before training found in the stream
 
     @property
     def target_mean(self) -> float | None:
         """The mean training target of a regression task (where a fresh head starts); else None."""
-        return float(column_array(self.splits["train"], "label").mean()) if self.label_map.task == "regression" else None
+        if self.label_map.task != "regression":
+            return None
+        return self.stream.target_mean if self.stream else float(column_array(self.splits["train"], "label").mean())
+
+    def rows(self, split: str) -> int:
+        """Rows of a split (of the training stream: as counted by the pass before training)."""
+        return self.stream.rows if split == "train" and self.stream else len(self.splits[split])
+
+
+@dataclass(frozen=True)
+class StreamScan:
+    """The training stream as one checking pass found it (`hf_adapt.streaming.scan_stream`)."""
+
+    rows: int
+    target_mean: float | None = None
+    target_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,12 +274,12 @@ def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
     files reuses the first one's work.
     """
     raw, sources = _load_raw_splits(config)
-    _check_columns(raw["train"], sources["train"], config)
+    check_columns(raw["train"], sources["train"], config)
     task = task_of(raw["train"], sources["train"], config)
     from datasets import DatasetDict
 
     # checked on the rows as the files hold them, so an error names the file's own row
-    splits = DatasetDict({name: _normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
+    splits = DatasetDict({name: normalise(raw[name], sources[name], config, task) for name in SPLITS if name in raw})
     if "validation" not in splits:
         strata = None
         if task == "single_label":
@@ -284,7 +300,7 @@ def load_task_data(config: DataConfig, seed: int = 42) -> TaskData:
     label_map = _build_label_map(splits["train"], sources["train"], label_key(config), task)
     for name in ("validation", "test"):
         if name in splits and task != "regression":
-            _check_known_labels(splits[name], label_map, sources[name], label_key(config))
+            check_known_labels(splits[name], label_map, sources[name], label_key(config))
     return TaskData(splits=splits, label_map=label_map, sources=sources)
 
 
@@ -359,8 +375,9 @@ def _load_raw_splits(config: DataConfig) -> tuple[dict[str, Dataset], dict[str, 
     return raw, {name: str(path) for name, path in files.items() if path}
 
 
-def load_file(path: str | Path) -> Dataset:
-    """Read one CSV/TSV/JSON(L)/Parquet file into a `Dataset`, with a one-line error on failure."""
+def load_file(path: str | Path, *, streaming: bool = False) -> Dataset:
+    """Read one CSV/TSV/JSON(L)/Parquet file into a `Dataset` (with `streaming`: an `IterableDataset`,
+    read as it is iterated), with a one-line error on failure."""
     path = Path(path)
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -381,14 +398,15 @@ def load_file(path: str | Path) -> Dataset:
     try:
         # an Arrow copy in the cache (never beside the user's data), memory-mapped: a file of any size,
         # read once (the copy is reused while the file is unchanged)
-        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir(), **kwargs)
+        dataset = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache_dir(),
+                                        streaming=streaming, **kwargs)
     except Exception as err:  # datasets wraps pandas/pyarrow parse errors in many types
         raise HfAdaptError(_read_error(path, fmt, err)) from None
     finally:
         datasets.logging.set_verbosity(verbosity)
         if not bars:
             datasets.utils.enable_progress_bars()
-    if len(dataset) == 0:
+    if not streaming and len(dataset) == 0:
         raise HfAdaptError(f"{path}: no rows; it needs at least one row of data")
     return dataset
 
@@ -514,7 +532,7 @@ def rarest_labels(rows: list[list[str]]) -> list[str]:
     return [min(labels, key=lambda label: (counts[label], label)) if labels else "" for labels in rows]
 
 
-def _check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
+def check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
     keys = {"data.text_column": config.text_column, "data.label_column": config.label_column,
             "data.text_pair_column": config.text_pair_column, "data.group_column": config.group_column}
     if config.label_columns:
@@ -527,7 +545,7 @@ def _check_columns(dataset: Dataset, source: str, config: DataConfig) -> None:
                            f"{' and '.join(key for key, _ in missing)}{_separator_hint(dataset.column_names)}")
 
 
-def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> Dataset:
+def normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> Dataset:
     """Check the columns and values, and rename them to text / text_pair / label (string labels, or
     floats for regression), plus `group` when `data.group_column` is set.
 
@@ -535,7 +553,15 @@ def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> 
     a batch with a problem is read again row by row, so the error names the first bad row. The result
     is an Arrow file in the cache, reused by the next run on the same file.
     """
-    _check_columns(dataset, source, config)
+    check_columns(dataset, source, config)
+    return dataset.with_format("arrow").map(
+        row_converter(source, config, task), batched=True, batch_size=BATCH_ROWS, with_indices=True,
+        remove_columns=dataset.column_names, desc=f"Checking {Path(source).name}").with_format(None)
+
+
+def row_converter(source: str, config: DataConfig, task: str) -> Any:
+    """`convert(batch, rows)`: one Arrow batch of a file's rows (`rows`: their indices in the file)
+    checked and turned into the columns text / label (/ text_pair / group)."""
 
     def convert(batch: Any, rows: list[int]) -> Any:
         import pyarrow as pa
@@ -550,9 +576,7 @@ def _normalise(dataset: Dataset, source: str, config: DataConfig, task: str) -> 
             columns["group"] = _arrow_groups(batch.column(config.group_column), source, config.group_column, first)
         return pa.table(columns)
 
-    return dataset.with_format("arrow").map(
-        convert, batched=True, batch_size=BATCH_ROWS, with_indices=True, remove_columns=dataset.column_names,
-        desc=f"Checking {Path(source).name}").with_format(None)
+    return convert
 
 
 def _arrow_texts(values: Any, source: str, column: str, first: int) -> Any:
@@ -725,7 +749,13 @@ def _build_label_map(train: Dataset, source: str, column: str, task: str = "sing
         if low == high:
             raise HfAdaptError(f"{source}: every row's '{column}' is {low:g}; a regression needs targets that vary")
         return LabelMap((column,), task)
-    labels = set(distinct_values(train, "label"))
+    return label_map_of(set(distinct_values(train, "label")), source, column, task)
+
+
+def label_map_of(labels: set[str], source: str, column: str, task: str) -> LabelMap:
+    """The label map of a classifier's training labels (for regression: of the target column)."""
+    if task == "regression":
+        return LabelMap((column,), task)
     if task == "multi_label" and len(labels) < 2:
         raise HfAdaptError(f"{source}: the training rows name {len(labels)} label(s) in '{column}'; multi-label "
                            f"needs at least two")
@@ -737,7 +767,7 @@ def _build_label_map(train: Dataset, source: str, column: str, task: str = "sing
     return LabelMap(tuple(sorted(labels, key=key)), task)
 
 
-def _check_known_labels(dataset: Dataset, label_map: LabelMap, source: str, column: str) -> None:
+def check_known_labels(dataset: Dataset, label_map: LabelMap, source: str, column: str) -> None:
     unseen = sorted(set(distinct_values(dataset, "label")) - set(label_map.labels))
     if unseen:
         shown = ", ".join(repr(u) for u in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
@@ -827,6 +857,7 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
     (`cache_dir`), found again by its fingerprint (the split, the tokenizer, these arguments), so a
     second run on the same data skips tokenizing.
     """
+    import datasets
     from datasets import DatasetDict
 
     label2id = label_map.label2id
@@ -853,10 +884,15 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, label_map: LabelMap, ma
         return dict(encoded)
 
     features = _encoded_features(label_map.task, types=types, windows=windows is not None)
-    return DatasetDict({name: split.map(encode, batched=True, with_indices=True, remove_columns=split.column_names,
-                                        features=features, num_proc=tokenizing_processes(len(split)),
-                                        desc=f"Tokenizing {name}")
-                        for name, split in splits.items()})
+
+    def tokenized(name: str, split: Any) -> Any:
+        if not isinstance(split, datasets.Dataset):  # a stream (data.streaming): tokenized as it is read
+            return split.map(encode, batched=True, with_indices=True, remove_columns=list(split.column_names),
+                             features=features)
+        return split.map(encode, batched=True, with_indices=True, remove_columns=split.column_names,
+                         features=features, num_proc=tokenizing_processes(len(split)), desc=f"Tokenizing {name}")
+
+    return DatasetDict({name: tokenized(name, split) for name, split in splits.items()})
 
 
 TOKENIZING_ROWS_PER_PROCESS = 20_000  # below this a second process costs more than it saves

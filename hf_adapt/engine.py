@@ -67,6 +67,7 @@ from hf_adapt.outputs import (
 )
 from hf_adapt.pooling import resolve_pooling
 from hf_adapt.schedule import plan_training
+from hf_adapt.streaming import load_stream_task
 from hf_adapt.strategies import apply_strategy, trainable_summary
 from hf_adapt.trainer import build_trainer
 
@@ -80,7 +81,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     with claim_output(config, main_process=main_process) as paths:  # locked; checked; recovered
         set_cpu_threads(config.train.threads)
         set_seed(config.train.seed)
-        raw_task = task = load_task_data(config.data, seed=config.train.seed)
+        raw_task = task = (load_stream_task(config.data, seed=config.train.seed, rank=int(os.environ.get("RANK", "0")),
+                                            world_size=int(os.environ.get("WORLD_SIZE", "1")))
+                           if config.data.streaming else load_task_data(config.data, seed=config.train.seed))
         scale = TargetScale.from_recipe(config.data, task)  # data.target_scaling: standard
         if scale is not None:  # trained on standardised targets; raw_task keeps the targets as given
             task = TaskData(scale.scaled(task.splits), task.label_map, task.sources)
@@ -94,7 +97,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                 f"of {windows.length} tokens ({windows.stride} shared with the one before); a text's prediction "
                 f"pools its windows' logits ({windows.pooling})")
         # The schedule settings the recipe leaves unset, planned from the data; recipe.yaml keeps them unset
-        planned, plan = plan_training(config, len(encoded["train"]), len(encoded["validation"]),
+        rows = task.rows("train") if task.stream else len(encoded["train"])  # windows, when chunked
+        planned, plan = plan_training(config, rows, len(encoded["validation"]),
                                       int(os.environ.get("WORLD_SIZE", "1")))
         say(plan.line)
         model = build_model(config, task.label_map, target_mean=task.target_mean)  # loaded, strategy applied
@@ -266,11 +270,11 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
 def data_summary(task: TaskData, windows: Any = None) -> dict[str, Any]:
     """The data a run read: sources and rows per split; for regression, the training targets' range;
     for chunked texts, the windows per split (`windows`: the tokenized splits)."""
-    summary: dict[str, Any] = {"sources": task.sources, "rows": {k: len(v) for k, v in task.splits.items()}}
+    summary: dict[str, Any] = {"sources": task.sources, "rows": {k: task.rows(k) for k in task.splits}}
     if windows is not None:
         summary["windows"] = {k: len(v) for k, v in windows.items()}
     if task.label_map.task == "regression":
-        summary["target_range"] = list(target_range(task.splits["train"]))
+        summary["target_range"] = list(task.stream.target_range if task.stream else target_range(task.splits["train"]))
     return summary
 
 

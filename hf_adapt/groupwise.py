@@ -125,6 +125,9 @@ def load_groups(config: RecipeConfig) -> tuple[TaskData, dict[str, TaskData]]:
         raise HfAdaptError(f"{config.source}: hf-adapt groupwise does not support text pairs yet "
                            f"(data.text_pair_column is set)")
     g, seed = config.groupwise, config.train.seed
+    if config.data.streaming:
+        raise HfAdaptError("hf-adapt groupwise splits the training rows by group, which a stream cannot; set "
+                           "data.streaming: false")
     task = load_task_data(config.data, seed=seed)
     if task.label_map.task != "single_label":
         raise HfAdaptError(f"{config.source}: hf-adapt groupwise compares accuracies, so it needs a classification "

@@ -131,10 +131,23 @@ class AdaptTrainer(Trainer):
         # Trainer's length-grouped sampler reads the lengths as a Python list (10 million rows: ~1 GB of
         # Python ints); this one keeps them in numpy and yields the same order.
         dataset = self.train_dataset if train_dataset is None else train_dataset
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # a stream (data.streaming): read in its own order
+            return None
         if self.args.train_sampling_strategy == "group_by_length" and "length" in getattr(dataset, "column_names", ()):
             return LengthGroupedSampler(column_array(dataset, "length"),
                                         self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        # A stream split among processes (data.streaming under accelerate launch): every process already
+        # reads its own part, which Accelerate would split again, or read on one process and send out.
+        # Batches are moved to the device by Trainer itself; gradients are synchronised by the DDP model.
+        if isinstance(self.train_dataset, torch.utils.data.IterableDataset) and self.args.world_size > 1:
+            return torch.utils.data.DataLoader(
+                self.train_dataset, batch_size=self._train_batch_size,
+                collate_fn=self._get_collator_with_removed_columns(self.data_collator, description="training"),
+                num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return super().get_train_dataloader()
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
         # A chunked split is scored in its own order, where `document` names each window's text (Trainer

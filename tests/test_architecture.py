@@ -16,7 +16,7 @@ LAYERS = [
     {"reports", "recipes", "recipes.full", "recipes.partial", "recipes.lora"},
     {"engine"},
     {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "hub", "cards", "caching", "export"},
-    {"modeling", "data", "optim", "pooling", "inference", "forgetting", "schedule"},
+    {"modeling", "data", "streaming", "optim", "pooling", "inference", "forgetting", "schedule"},
     {"config", "metrics", "errors", "probes"},
 ]
 

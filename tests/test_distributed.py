@@ -44,6 +44,8 @@ STRATEGIES = {
                            "model": {"max_length": 6}},
     "regression_pairs": {"data": {"label_column": "score", "text_column": "sentence1",
                                   "text_pair_column": "sentence2"}},
+    # data.streaming: each process reads its own half of the training stream (50 rows: 6 batches of 8 each)
+    "streaming": {"data": {"streaming": True}, "train": {"max_steps": 6}},
 }
 # How evaluate_file reads each variant's labelled files (the sentiment columns otherwise).
 COLUMNS = {"multilabel_chunked": {"label_column": "labels"},

@@ -8,7 +8,8 @@ For each size it writes `synthetic_N.csv` once (kept for later runs), then, each
   reuses the first's cached Arrow files), with each phase's seconds and the process's peak RSS;
 - `train`: `hf-adapt train` on the embedded MiniLM, full strategy, 5 optimizer steps, validation
   capped at 1,000 rows, no test file: wall seconds, and the main process's peak resident and
-  anonymous memory (polled) and its tokenizing workers' anonymous memory together.
+  anonymous memory (polled) and its tokenizing workers' anonymous memory together;
+- `stream`: the same with `data.streaming=true` (validation: 1,000 rows of their own file).
 The cache lives in OUTPUT_DIR/cache (`HF_ADAPT_CACHE`), emptied before each phase.
 Prints one table; name the CPU beside it (the script prints `lscpu`'s model name).
 """
@@ -71,13 +72,13 @@ def startup(csv: Path) -> dict:
     return result
 
 
-def train(csv: Path, output: Path) -> dict:
+def train(csv: Path, output: Path, *extra: str) -> dict:
     """`hf-adapt train` for 5 steps, its memory read from /proc every 0.2 s: resident (VmRSS, which
     counts the pages of memory-mapped Arrow files it has read, clean page cache the kernel can drop)
     and anonymous (RssAnon: the memory the process itself holds), for the main process and for the
     tokenizing workers together."""
     command = ["hf-adapt", "train", str(recipe_file(csv.parent)), f"data.train_file={csv}", "train.max_steps=5",
-               "data.max_eval_samples=1000", f"train.output_dir={output}", "--overwrite"]
+               "data.max_eval_samples=1000", f"train.output_dir={output}", "--overwrite", *extra]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peaks = {"rss_mb": 0, "anon_mb": 0, "workers_anon_mb": 0}
@@ -116,12 +117,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="10000,100000,1000000", help="comma-separated sizes")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/data_scale"))
-    parser.add_argument("--phases", default="startup,train", help="startup, train or both")
+    parser.add_argument("--phases", default="startup,train", help="comma-separated: startup, train, stream")
     parser.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:  # one measurement, in a fresh process
-        outcome = startup(args.csv) if args.phase == "startup" else train(args.csv, args.output_dir / "run")
+        if args.phase == "stream":  # the training file as a stream; validation from a small file of its own
+            validation = args.output_dir / "synthetic_validation.csv"
+            if not validation.exists():
+                write_csv(validation, 1000, seed=1)
+            outcome = train(args.csv, args.output_dir / "run", "data.streaming=true", f"data.validation_file={validation}")
+        else:
+            outcome = startup(args.csv) if args.phase == "startup" else train(args.csv, args.output_dir / "run")
         print(json.dumps(outcome))
         return
     args.output_dir.mkdir(parents=True, exist_ok=True)
