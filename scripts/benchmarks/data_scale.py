@@ -78,9 +78,10 @@ def train(csv: Path, output: Path, *extra: str) -> dict:
     and anonymous (RssAnon: the memory the process itself holds), for the main process and for the
     tokenizing workers together."""
     command = ["hf-adapt", "train", str(recipe_file(csv.parent)), f"data.train_file={csv}", "train.max_steps=5",
-               "data.max_eval_samples=1000", f"train.output_dir={output}", "--overwrite", *extra]
+               "data.max_eval_samples=1000", f"train.output_dir={output}", *extra, "--overwrite"]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = output.parent / f"{csv.stem}.{'stream' if extra else 'train'}.log"  # a pipe would fill and block the run
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
     peaks = {"rss_mb": 0, "anon_mb": 0, "workers_anon_mb": 0}
     while process.poll() is None:
         main_memory = _memory(process.pid)
@@ -91,7 +92,7 @@ def train(csv: Path, output: Path, *extra: str) -> dict:
         time.sleep(0.2)
     wall = time.perf_counter() - started
     if process.returncode:
-        raise SystemExit(f"hf-adapt train failed on {csv}:\n{process.stderr.read()[-2000:]}")
+        raise SystemExit(f"hf-adapt train failed on {csv}:\n{log.read_text()[-2000:]}")
     return {"wall_s": round(wall, 1), **peaks}
 
 
@@ -149,7 +150,7 @@ def main() -> None:
             if out.returncode:
                 raise SystemExit(f"{phase} on {rows:,} rows failed:\n{out.stderr[-3000:]}")
             measured[phase] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(measured), flush=True)
+            print(json.dumps({"rows": rows, phase: measured[phase]}), flush=True)
         rows_done.append(measured)
     (args.output_dir / "data_scale.json").write_text(json.dumps(rows_done, indent=2) + "\n")
 
