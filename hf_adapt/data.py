@@ -218,19 +218,25 @@ def is_list_column(dataset: Dataset, column: str) -> bool:
 
 def distinct_values(dataset: Dataset, column: str) -> list[Any]:
     """The distinct values of a column (of a list column: of its lists' items), in no order."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    lists = is_list_column(dataset, column)
     seen: set[Any] = set()
     unhashable: list[Any] = []
     for values in _column_batches(dataset, column):
-        try:
-            seen.update(pc.unique(pc.list_flatten(values) if lists else values).to_pylist())
-        except pa.ArrowNotImplementedError:  # a JSON column of mixed values (datasets' Json type): in Python
-            for value in python_values(values):
-                (unhashable.append if isinstance(value, (list, dict)) else seen.add)(value)
+        for value in unique_values(values):
+            (unhashable.append if isinstance(value, (list, dict)) else seen.add)(value)
     return [*seen, *unhashable]
+
+
+def unique_values(values: Any) -> list[Any]:
+    """The distinct values of one Arrow array (of a list array: of its lists' items); a JSON column of
+    mixed values (datasets' Json type), which Arrow cannot compare, as all its values, parsed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lists = pa.types.is_list(values.type) or pa.types.is_large_list(values.type)
+    try:
+        return pc.unique(pc.list_flatten(values) if lists else values).to_pylist()
+    except pa.ArrowNotImplementedError:
+        return python_values(values)
 
 
 def python_values(values: Any) -> list[Any]:
@@ -582,15 +588,24 @@ def row_converter(source: str, config: DataConfig, task: str) -> Any:
 def _arrow_texts(values: Any, source: str, column: str, first: int) -> Any:
     """A batch's texts as an Arrow string array (numbers read as text too); an empty one is an error."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values), ""))
-        if not pc.any(blank).as_py():
-            return values
+    if _trimmed_names(values) is not None:
+        return values
     python = python_values(values)
     _check_texts(python, source, column, first)  # names the first blank row
     return pa.array([str(v) for v in python], pa.string())
+
+
+def _trimmed_names(values: Any) -> Any:
+    """A string array with its surrounding spaces trimmed, or None when it is not strings or holds a
+    blank or missing value (the Python readers then name the row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    names = pc.utf8_trim_whitespace(values)
+    return None if pc.any(pc.or_kleene(pc.is_null(names), pc.equal(names, ""))).as_py() else names
 
 
 def _arrow_labels(batch: Any, source: str, config: DataConfig, task: str, first: int) -> Any:
@@ -601,11 +616,10 @@ def _arrow_labels(batch: Any, source: str, config: DataConfig, task: str, first:
 
     values = None if config.label_columns else batch.column(config.label_column)
     if task == "single_label" and values is not None:
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            names = pc.utf8_trim_whitespace(values)
-            if not pc.any(pc.or_kleene(pc.is_null(names), pc.equal(names, ""))).as_py():
-                return names
-        elif pa.types.is_integer(values.type) and values.null_count == 0:
+        names = _trimmed_names(values)
+        if names is not None:
+            return names
+        if pa.types.is_integer(values.type) and values.null_count == 0:
             return pc.cast(values, pa.string())
     if task == "regression" and values is not None and (pa.types.is_integer(values.type) or
                                                           pa.types.is_floating(values.type)):
@@ -621,12 +635,10 @@ def _arrow_labels(batch: Any, source: str, config: DataConfig, task: str, first:
 def _arrow_groups(values: Any, source: str, column: str, first: int) -> Any:
     """A batch's group names as strings (like labels: 3.0 -> '3'); an empty group is an error."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        names = pc.utf8_trim_whitespace(values)
-        if not pc.any(pc.or_kleene(pc.is_null(names), pc.equal(names, ""))).as_py():
-            return names
+    names = _trimmed_names(values)
+    if names is not None:
+        return names
     return pa.array(_read_groups(python_values(values), source, column, first), pa.string())
 
 

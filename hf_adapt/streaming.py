@@ -34,6 +34,7 @@ from hf_adapt.data import (
     row_converter,
     StreamScan,
     TaskData,
+    unique_values,
 )
 from hf_adapt.errors import HfAdaptError, say
 
@@ -95,7 +96,7 @@ def scan_stream(stream: Any, source: str, config: DataConfig, task: str) -> dict
             low = extremes["min"] if low is None else min(low, extremes["min"])
             high = extremes["max"] if high is None else max(high, extremes["max"])
         else:
-            labels.update(pc.unique(pc.list_flatten(label) if task == "multi_label" else label).to_pylist())
+            labels.update(unique_values(label))
         rows += batch.num_rows
     if rows == 0:
         raise HfAdaptError(f"{source}: no rows; it needs at least one row of data")
@@ -114,14 +115,13 @@ def _stream_task(stream: Any, source: str, config: DataConfig) -> str:
     if config.task in ("regression", "multi_label"):
         return config.task
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     seen: set[Any] = set()
     lists = False
     for batch in stream.select_columns([config.label_column]).with_format("arrow").iter(batch_size=BATCH_ROWS * 10):
         values = batch.column(0)
         lists = lists or pa.types.is_list(values.type) or pa.types.is_large_list(values.type)
-        seen.update(pc.unique(pc.list_flatten(values) if lists else values).to_pylist())
+        seen.update(unique_values(values))
     values = [list(seen)] if lists else list(seen)
     return resolve_task(values, source, config.label_column, config.task)
 
