@@ -229,10 +229,11 @@ def saved_data_columns(model_dir: str | Path) -> dict[str, Any]:
 
 def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:
     """The texts (or text pairs) of a dataset or batch; a missing value reads as ''."""
-    texts = ["" if t is None else str(t) for t in batch[text_column]]
+    # `[:]`: a Dataset's column read at once (iterating datasets 5's lazy Column reads it row by row)
+    texts = ["" if t is None else str(t) for t in batch[text_column][:]]
     if text_pair_column is None:
         return texts
-    return list(zip(texts, ["" if t is None else str(t) for t in batch[text_pair_column]]))
+    return list(zip(texts, ["" if t is None else str(t) for t in batch[text_pair_column][:]]))
 
 
 # ---------------------------------------------------------------------------------------------
