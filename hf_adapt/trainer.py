@@ -127,6 +127,16 @@ class AdaptTrainer(Trainer):
         with self._scoring_texts(test_dataset):
             return super().predict(test_dataset, *args, **kwargs)
 
+    def _get_dataloader(self, dataset: Any, description: str, batch_size: int,
+                        sampler_fn: Callable[[Any], torch.utils.data.Sampler | None] | None = None,
+                        *args: Any, **kwargs: Any) -> torch.utils.data.DataLoader:
+        # Trainer builds the sampler from the dataset after dropping the columns the model does not
+        # take, `length` among them, so neither sampler below would find it, and Trainer's would read
+        # every row to measure it (10 million rows: ~10 minutes and ~500 MB). Same rows, same order.
+        if sampler_fn is not None:
+            sampler_fn = _with_all_columns(sampler_fn, dataset)
+        return super()._get_dataloader(dataset, description, batch_size, sampler_fn, *args, **kwargs)
+
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         # Trainer's length-grouped sampler reads the lengths as a Python list (10 million rows: ~1 GB of
         # Python ints); this one keeps them in numpy and yields the same order.
@@ -196,6 +206,11 @@ class AdaptTrainer(Trainer):
         super()._set_signature_columns_if_needed()
         if EXAMPLE_INDEX not in self._signature_columns:  # the frozen-prefix cache's row index
             self._signature_columns.append(EXAMPLE_INDEX)
+
+
+def _with_all_columns(sampler_fn: Callable[[Any], Any], dataset: Any) -> Callable[[Any], Any]:
+    """`sampler_fn` given `dataset` as it was before Trainer removed columns from it (same rows)."""
+    return lambda _trimmed: sampler_fn(dataset)
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):

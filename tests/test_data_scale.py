@@ -110,3 +110,31 @@ def test_the_numpy_length_grouped_order_is_transformers_order(rows, batch):
         ours = length_grouped_order(lengths, batch, torch.Generator().manual_seed(seed))
         theirs = get_length_grouped_indices(lengths.tolist(), batch, generator=torch.Generator().manual_seed(seed))
         assert ours.tolist() == theirs
+
+
+
+def test_training_and_evaluation_batches_come_from_the_numpy_sampler(tmp_path, tiny_bert, sentiment_csvs, monkeypatch):
+    """Trainer drops the `length` column before it builds a sampler; without the stored lengths its
+    own sampler reads every row to measure them (10 million rows: minutes and ~500 MB)."""
+    from conftest import tiny_recipe
+    from transformers import trainer_pt_utils
+
+    from hf_adapt import trainer as trainer_module
+    from hf_adapt.config import config_from_dict
+    from hf_adapt.recipes import full
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Trainer's LengthGroupedSampler measured the rows itself")
+
+    built = []
+
+    class Recording(trainer_module.LengthGroupedSampler):
+        def __init__(self, lengths, *args, **kwargs):
+            built.append(len(lengths))
+            super().__init__(lengths, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_pt_utils.LengthGroupedSampler, "__init__", refuse)
+    monkeypatch.setattr(trainer_module, "LengthGroupedSampler", Recording)
+    full.run(config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out")))
+    rows = {split: sum(1 for _ in path.open()) - 1 for split, path in sentiment_csvs.items()}
+    assert rows["train"] in built and rows["validation"] in built and rows["test"] in built
