@@ -36,7 +36,7 @@ BEST_METRICS = ("auto", "accuracy", "macro_f1", "mcc", "micro_f1", "samples_f1",
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 # The adapt keys that only one strategy reads.
-STRATEGY_KEYS = {"partial": ("freeze_embeddings", "freeze_layers", "freeze_encoder", "pooling"),
+STRATEGY_KEYS = {"partial": ("freeze_embeddings", "freeze_layers", "freeze_encoder"),
                  "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")}
 MAX_LENGTH_LIMIT = 1_000_000  # tokens: beyond any encoder's reach, so surely a typo
 MAX_EPOCHS, MAX_STEPS = 1_000, 100_000_000  # beyond these a schedule runs for months
@@ -159,7 +159,8 @@ class AdaptConfig:
         default="auto",
         metadata={"help": "auto | cls | mean: what the head reads. cls = the first token (the model's own head); "
                           "mean = the average of the token states, through a frozen pooling layer added on top "
-                          "(freeze_encoder only; hf_adapt.pooling). auto = mean with freeze_encoder, else cls."},
+                          "(full and partial; hf_adapt.pooling). auto = mean with freeze_encoder, and for few-shot data "
+                          "(<= 32 rows per label) on a sentence encoder trained with mean pooling; else cls."},
     )
     # lora
     lora_r: int = field(default=8, metadata={"help": "lora: rank of the update matrices."})
@@ -691,9 +692,9 @@ def validate(config: RecipeConfig) -> list[str]:
               "strategy 'partial' freezes nothing: set adapt.freeze_embeddings, adapt.freeze_layers or "
               "adapt.freeze_encoder")
     check(a.pooling in ("auto", "cls", "mean"), f"adapt.pooling must be auto, cls or mean, got {a.pooling!r}")
-    check(a.pooling != "mean" or (a.strategy == "partial" and a.freeze_encoder),
-          "adapt.pooling: mean needs adapt.freeze_encoder: true (the pooling layer is exact only while the encoder "
-          "below it is frozen); use adapt.pooling: cls or auto")
+    check(a.pooling != "mean" or a.strategy != "lora",
+          "adapt.pooling: mean is for strategies full and partial (LoRA would adapt the pooling layer's projections "
+          "and undo the average); use adapt.pooling: cls or auto")
     lora_defaults = AdaptConfig()
     if a.strategy != "lora":
         changed = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")

@@ -21,6 +21,7 @@ is one library call; who owns what:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -54,7 +55,8 @@ from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
 from hf_adapt.interrupts import StopOnInterrupt, TimeBudget
 from hf_adapt.metrics import fit_temperature, pool_windows, sigmoid, tune_thresholds
-from hf_adapt.modeling import check_max_length, load_model, load_tokenizer, rescale_output, set_dropout, unwrap
+from hf_adapt.modeling import (check_max_length, load_model, load_tokenizer, rescale_output, sentence_pooling,
+                               set_dropout, unwrap)
 from hf_adapt.optim import build_optimizer
 from hf_adapt.outputs import (
     FingerprintCheckpoints,
@@ -65,7 +67,7 @@ from hf_adapt.outputs import (
     run_fingerprint,
     save_run,
 )
-from hf_adapt.pooling import resolve_pooling
+from hf_adapt.pooling import FEW_PER_LABEL, pooling_of, resolve_pooling
 from hf_adapt.schedule import plan_training
 from hf_adapt.streaming import load_stream_task
 from hf_adapt.strategies import apply_strategy, trainable_summary
@@ -101,7 +103,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         planned, plan = plan_training(config, rows, len(encoded["validation"]),
                                       int(os.environ.get("WORLD_SIZE", "1")))
         say(plan.line)
-        model = build_model(config, task.label_map, target_mean=task.target_mean)  # loaded, strategy applied
+        model = build_model(config, task.label_map, target_mean=task.target_mean, train_rows=rows)  # strategy applied
         summary = trainable_summary(model)
         say(f"{config.adapt.strategy}: {summary}")
         controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
@@ -169,12 +171,21 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
     return result
 
 
-def build_model(config: RecipeConfig, label_map: LabelMap, *, target_mean: float | None = None) -> torch.nn.Module:
-    """The model a recipe trains: loaded, checked, its dropout set, the update strategy applied."""
+def build_model(config: RecipeConfig, label_map: LabelMap, *, target_mean: float | None = None,
+                train_rows: int | None = None) -> torch.nn.Module:
+    """The model a recipe trains: loaded, checked, its dropout set, the update strategy applied (the
+    head reading the mean of the token states or the first token's, `resolve_pooling`)."""
     model = load_model(config.model, label_map, init_from_scratch=config.model.from_scratch, target_mean=target_mean)
     check_max_length(config.model, model)
     set_dropout(model, config.model.dropout)  # before LoRA, whose own dropout is adapt.lora_dropout
-    return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers), config.adapt)
+    per_label = None if train_rows is None else train_rows / max(len(label_map.labels), 1)
+    pooling = resolve_pooling(config.adapt, sentence_pooling(config.model), per_label)
+    if pooling == "mean" and config.adapt.pooling == "auto" and not config.adapt.freeze_encoder:
+        say(f"pooling auto: the head reads the mean of the token states, as {config.model.name_or_path} was trained "
+            f"to embed sentences ({per_label:,.0f} training rows per label <= {FEW_PER_LABEL}: few-shot; "
+            f"adapt.pooling: cls to read the first token)")
+    return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers),
+                          dataclasses.replace(config.adapt, pooling=pooling))
 
 
 def check_distributed(trainer: Trainer, config: RecipeConfig) -> None:
@@ -254,7 +265,7 @@ def train_summary(trainer: Trainer, output: Any) -> dict[str, Any]:
         say(f"kept the weights of epoch {kept['epoch']:g} (step {kept['step']}): {kept['why']}")
     return {
         "epochs": round(float(state.epoch or 0), 3),
-        "pooling": resolve_pooling(trainer.recipe.adapt),  # what the head reads: cls or mean (hf_adapt.pooling)
+        "pooling": pooling_of(trainer.model),  # what the head reads: cls or mean (hf_adapt.pooling)
         "steps": int(state.global_step),
         "train_loss": round(float(output.training_loss), 5),
         "samples_per_second": round(float(output.metrics.get("train_samples_per_second", 0.0)), 2),

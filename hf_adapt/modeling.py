@@ -68,6 +68,32 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def sentence_pooling(config: ModelConfig) -> str | None:
+    """How the body pools its token states into a sentence vector when it is a sentence-transformers
+    model ("mean", "cls", ...: its `1_Pooling/config.json`); None for any other model, a model
+    continued from an earlier run (`model.init_from`) or one built from scratch."""
+    import json
+
+    if config.init_from or config.from_scratch:
+        return None
+    path = Path(resolve_model_path(config.name_or_path))
+    file = path / "1_Pooling" / "config.json"
+    if not path.is_dir():  # a Hub id: the file from the Hub cache, or fetched as the weights are
+        try:
+            from huggingface_hub import hf_hub_download
+
+            file = Path(hf_hub_download(config.name_or_path, "1_Pooling/config.json", revision=config.revision))
+        except Exception:  # not a sentence-transformers repository, or offline: no answer
+            return None
+    try:
+        modes = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    chosen = [key.removeprefix("pooling_mode_").removesuffix("_token").removesuffix("_tokens")
+              for key, on in modes.items() if key.startswith("pooling_mode_") and on is True]
+    return chosen[0] if len(chosen) == 1 else None
+
+
 def load_tokenizer(config: ModelConfig) -> Any:
     # Continuing from an earlier run: its saved tokenizer is the one its weights were trained with.
     path = config.init_from or resolve_model_path(config.name_or_path)

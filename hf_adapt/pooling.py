@@ -41,11 +41,34 @@ VALUE_PROJECTIONS = ("attention.self.value", "attention.v_lin", "attention.self.
 ATTENTION_OUTPUTS = ("attention.output.dense", "attention.out_lin")
 
 
-def resolve_pooling(adapt: AdaptConfig) -> str:
-    """`adapt.pooling` as applied: `auto` is mean for a frozen encoder and cls otherwise."""
+# Up to this many training rows per label, `adapt.pooling: auto` reads a mean-pooled sentence encoder's mean.
+FEW_PER_LABEL = 32
+
+
+def resolve_pooling(adapt: AdaptConfig, body_pooling: str | None = None, rows_per_label: float | None = None) -> str:
+    """`adapt.pooling` as applied. `auto` is mean for a frozen encoder; for full and partial
+    fine-tuning it is mean too when the body is a sentence encoder trained with mean pooling
+    (`body_pooling`, `modeling.sentence_pooling`) and training has at most FEW_PER_LABEL rows per
+    label (few-shot; measured at 8 and 16 per class, not above): a head on
+    the first token would start from a state the body was never trained to summarise a sentence in,
+    and a few examples cannot retrain it (SST-2, 16 per class: test accuracy 0.649 -> 0.728, seed 0;
+    docs/benchmark.md "Few-shot"). Else cls. LoRA reads cls: it would adapt the pooling layer too."""
     if adapt.pooling != "auto":
         return adapt.pooling
-    return "mean" if adapt.strategy == "partial" and adapt.freeze_encoder else "cls"
+    if adapt.strategy == "partial" and adapt.freeze_encoder:
+        return "mean"
+    few = rows_per_label is not None and rows_per_label <= FEW_PER_LABEL
+    return "mean" if adapt.strategy != "lora" and body_pooling == "mean" and few else "cls"
+
+
+def pooling_of(model: nn.Module) -> str:
+    """What `model`'s head reads: mean (the pooling layer on top, or ModernBERT's own mean) or cls."""
+    model = unwrap(model)
+    own = getattr(model.config, "classifier_pooling", None)
+    if own is not None:
+        return own
+    layers = encoder_layout(model).layers
+    return "mean" if layers and is_mean_pooling_layer(layers[-1]) else "cls"
 
 
 def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
@@ -80,6 +103,13 @@ def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
     getattr(parent, attr).append(layer)
     model.config.num_hidden_layers += 1
     return layer
+
+
+def keep_pooling_frozen(model: nn.Module) -> None:
+    """Freeze the mean-pooling layer on top of `model`'s encoder, if it has one: it must stay an average."""
+    layers = encoder_layout(unwrap(model)).layers
+    if layers and is_mean_pooling_layer(layers[-1]):
+        layers[-1].requires_grad_(False)
 
 
 def is_mean_pooling_layer(layer: nn.Module) -> bool:

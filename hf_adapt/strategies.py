@@ -18,7 +18,7 @@ from torch import nn
 from hf_adapt.config import AdaptConfig
 from hf_adapt.errors import HfAdaptError
 from hf_adapt.modeling import count_parameters, encoder_layout, lora_targets
-from hf_adapt.pooling import append_mean_pooling_layer, resolve_pooling
+from hf_adapt.pooling import append_mean_pooling_layer, keep_pooling_frozen, resolve_pooling
 
 
 @dataclass
@@ -35,9 +35,14 @@ class TrainableSummary:
 
 
 def apply_strategy(model: nn.Module, config: AdaptConfig) -> nn.Module:
-    """Set `requires_grad` (or wrap with LoRA) according to the recipe; returns the model to train."""
+    """Set `requires_grad` (or wrap with LoRA) according to the recipe; returns the model to train.
+    `config.pooling: auto` here is mean for a frozen encoder, else cls (the engine resolves it with
+    the body and the data first, `pooling.resolve_pooling`)."""
     if config.strategy == "full":
+        if resolve_pooling(config) == "mean":
+            append_mean_pooling_layer(model)
         model.requires_grad_(True)
+        keep_pooling_frozen(model)
         return model
     if config.strategy == "partial":
         return apply_partial(model, config)
@@ -56,6 +61,7 @@ def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
         append_mean_pooling_layer(model)
         layout = encoder_layout(model)
     model.requires_grad_(True)
+    keep_pooling_frozen(model)
     frozen: list[nn.Module] = []
     if config.freeze_encoder:
         frozen = layout.embeddings + layout.layers + layout.above

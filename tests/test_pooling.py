@@ -82,6 +82,71 @@ def test_frozen_encoder_trains_the_head_on_mean_pooled_features(tiny_bert, senti
                                           "score": pytest.approx(float(probabilities[best]), abs=1e-5)}
 
 
-def test_mean_pooling_needs_a_frozen_encoder(tiny_bert, sentiment_csvs, tmp_path):
-    with pytest.raises(HfAdaptError, match="adapt.pooling: mean needs adapt.freeze_encoder"):
-        config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out", adapt={"pooling": "mean"}))
+def test_mean_pooling_is_refused_with_lora(tiny_bert, sentiment_csvs, tmp_path):
+    with pytest.raises(HfAdaptError, match="adapt.pooling: mean is for strategies full and partial"):
+        config_from_dict(tiny_recipe(tiny_bert, sentiment_csvs, tmp_path / "out",
+                                     adapt={"strategy": "lora", "pooling": "mean"}))
+
+
+@pytest.mark.parametrize("adapt, body, per_label, expected", [
+    ({"strategy": "full"}, "mean", 16, "mean"),  # few-shot on a mean-pooled sentence encoder
+    ({"strategy": "full"}, "mean", 32, "mean"),
+    ({"strategy": "full"}, "mean", 33, "cls"),  # more data: the model's own head, as measured before
+    ({"strategy": "full"}, None, 16, "cls"),  # not a sentence encoder
+    ({"strategy": "full"}, "cls", 16, "cls"),  # a sentence encoder that pools the first token
+    ({"strategy": "full"}, "mean", None, "cls"),
+    ({"strategy": "lora"}, "mean", 16, "cls"),  # LoRA would adapt the pooling layer
+    ({"strategy": "partial", "freeze_layers": 2}, "mean", 8, "mean"),
+    ({"strategy": "partial", "freeze_encoder": True}, None, 10_000, "mean"),  # features: always
+    ({"strategy": "full", "pooling": "cls"}, "mean", 8, "cls"),  # an explicit value wins
+    ({"strategy": "full", "pooling": "mean"}, None, 10_000, "mean"),
+])
+def test_auto_pooling_follows_the_body_and_the_rows_per_label(adapt, body, per_label, expected):
+    from hf_adapt.config import AdaptConfig
+    from hf_adapt.pooling import resolve_pooling
+
+    assert resolve_pooling(AdaptConfig(**adapt), body, per_label) == expected
+
+
+def test_sentence_pooling_reads_the_sentence_transformers_config(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    from hf_adapt.config import ModelConfig
+    from hf_adapt.modeling import sentence_pooling
+
+    assert sentence_pooling(ModelConfig(name_or_path=str(tiny_bert))) is None  # a plain transformers folder
+    body = shutil.copytree(tiny_bert, tmp_path / "body")
+    (body / "1_Pooling").mkdir()
+    (body / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}))
+    assert sentence_pooling(ModelConfig(name_or_path=str(body))) == "mean"
+    assert sentence_pooling(ModelConfig(name_or_path=str(body), from_scratch=True)) is None
+    assert sentence_pooling(ModelConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2")) == "mean"  # embedded
+
+
+@pytest.mark.integration
+def test_few_shot_full_fine_tuning_of_a_sentence_encoder_reads_the_mean(tiny_bert, tmp_path):
+    """`adapt.pooling: auto` on a mean-pooled sentence encoder with 8 rows per label: the pooling
+    layer is added, stays frozen (still an average after training), is saved and reloads."""
+    import json
+    import shutil
+
+    from conftest import write_sentiment_csvs
+
+    body = shutil.copytree(tiny_bert, tmp_path / "body")
+    (body / "1_Pooling").mkdir()
+    (body / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    data = write_sentiment_csvs(tmp_path / "data", rows=16)
+    config = config_from_dict(tiny_recipe(body, data, tmp_path / "out", train={"epochs": 3}))
+    result = run_recipe(config)
+    assert result.train["pooling"] == "mean"
+    saved = load(tmp_path / "out")
+    layers = encoder_layout(saved).layers
+    assert saved.config.num_hidden_layers == 3 and is_mean_pooling_layer(layers[-1])
+    start = load(body)
+    assert not torch.equal(encoder_layout(start).layers[0].attention.self.query.weight,
+                           layers[0].attention.self.query.weight)  # the encoder below it trained
+    assert "pooling: auto" in (tmp_path / "out" / "recipe.yaml").read_text()  # the recipe as written
+    assert pipeline("text-classification", model=str(tmp_path / "out"))("a good film")[0]["label"] in (
+        "negative", "positive")

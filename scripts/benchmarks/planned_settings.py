@@ -4,7 +4,8 @@
         --seeds 3 --variants full-fixed,full-planned,setfit,trainer --output-dir runs/planned
 
 A minimal recipe names the model (the embedded all-MiniLM-L6-v2), the data files and the strategy;
-everything else is default. "planned" leaves the schedule to `hf_adapt.schedule`; "fixed" sets the
+everything else is default (`fullcls`: full with `adapt.pooling=cls`, the head on the first token as
+before few-shot runs read the mean). "planned" leaves the schedule to `hf_adapt.schedule`; "fixed" sets the
 defaults every recipe had before it (3 epochs, batch 32, an evaluation each epoch, the best one
 kept, warm-up 10%). Peers on the same samples: `setfit` (SetFit's documented defaults, the same
 body; `pip install setfit`, never a dependency) and `trainer` (a plain Trainer: dynamic padding,
@@ -34,8 +35,8 @@ from hf_adapt.hardware import cpu_name
 
 FIXED = ["train.epochs=3", "train.batch_size=32", "train.eval_strategy=epoch", "train.keep=best",
          "train.early_stopping_patience=0", "optim.warmup=0.1"]
-STRATEGIES = {"full": ["adapt.strategy=full"], "lora": ["adapt.strategy=lora"],
-              "features": ["adapt.strategy=partial", "adapt.freeze_encoder=true"]}
+STRATEGIES = {"full": ["adapt.strategy=full"], "fullcls": ["adapt.strategy=full", "adapt.pooling=cls"],
+              "lora": ["adapt.strategy=lora"], "features": ["adapt.strategy=partial", "adapt.freeze_encoder=true"]}
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
