@@ -49,10 +49,10 @@ def resolve_pooling(adapt: AdaptConfig, body_pooling: str | None = None, rows_pe
     """`adapt.pooling` as applied. `auto` is mean for a frozen encoder; for full and partial
     fine-tuning it is mean too when the body is a sentence encoder trained with mean pooling
     (`body_pooling`, `modeling.sentence_pooling`) and training has at most FEW_PER_LABEL rows per
-    label (few-shot; measured at 8 and 16 per class, not above): a head on
-    the first token would start from a state the body was never trained to summarise a sentence in,
-    and a few examples cannot retrain it (SST-2, 16 per class: test accuracy 0.649 -> 0.728, seed 0;
-    docs/benchmark.md "Few-shot"). Else cls. LoRA reads cls: it would adapt the pooling layer too."""
+    label (few-shot; measured at 8 and 16 per label, not above): a head on the first token would
+    start from a state the body was never trained to summarise a sentence in, and a few examples
+    cannot retrain it (SST-2, 16 per label, 3 seeds: test accuracy 0.649 -> 0.710; docs/benchmark.md
+    "Few-shot, against SetFit"). Else cls. LoRA reads cls: it would adapt the pooling layer too."""
     if adapt.pooling != "auto":
         return adapt.pooling
     if adapt.strategy == "partial" and adapt.freeze_encoder:
