@@ -39,16 +39,22 @@ def apply_strategy(model: nn.Module, config: AdaptConfig) -> nn.Module:
     `config.pooling: auto` here is mean for a frozen encoder, else cls (the engine resolves it with
     the body and the data first, `pooling.resolve_pooling`)."""
     if config.strategy == "full":
-        if resolve_pooling(config) == "mean":
-            append_mean_pooling_layer(model)
-        model.requires_grad_(True)
-        keep_pooling_frozen(model)
-        return model
+        return trainable_with_pooling(model, config)
     if config.strategy == "partial":
         return apply_partial(model, config)
     if config.strategy == "lora":
         return apply_lora(model, config)
     raise HfAdaptError(f"adapt.strategy must be full, partial or lora, got {config.strategy!r}")
+
+
+def trainable_with_pooling(model: nn.Module, config: AdaptConfig) -> nn.Module:
+    """Every weight trainable, but for the mean-pooling layer on top: added when `config.pooling`
+    resolves to mean, kept frozen whenever the model has one (it must stay an average)."""
+    if resolve_pooling(config) == "mean":
+        append_mean_pooling_layer(model)
+    model.requires_grad_(True)
+    keep_pooling_frozen(model)
+    return model
 
 
 def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
@@ -57,11 +63,7 @@ def apply_partial(model: nn.Module, config: AdaptConfig) -> nn.Module:
         raise HfAdaptError(f"adapt.freeze_layers is {config.freeze_layers} but the model has "
                            f"{layout.num_layers} encoder layers; use at most {layout.num_layers} "
                            f"(or adapt.freeze_encoder: true)")
-    if resolve_pooling(config) == "mean":
-        append_mean_pooling_layer(model)
-        layout = encoder_layout(model)
-    model.requires_grad_(True)
-    keep_pooling_frozen(model)
+    layout = encoder_layout(trainable_with_pooling(model, config))  # with the pooling layer, if one was added
     frozen: list[nn.Module] = []
     if config.freeze_encoder:
         frozen = layout.embeddings + layout.layers + layout.above

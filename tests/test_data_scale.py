@@ -112,7 +112,6 @@ def test_the_numpy_length_grouped_order_is_transformers_order(rows, batch):
         assert ours.tolist() == theirs
 
 
-
 def test_training_and_evaluation_batches_come_from_the_numpy_sampler(tmp_path, tiny_bert, sentiment_csvs, monkeypatch):
     """Trainer drops the `length` column before it builds a sampler; without the stored lengths its
     own sampler reads every row to measure them (10 million rows: minutes and ~500 MB)."""
