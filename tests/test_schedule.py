@@ -39,8 +39,8 @@ def test_a_20_row_set_gets_small_batches_enough_updates_and_keeps_its_last_weigh
 def test_a_20000_row_set_evaluates_within_epochs_and_stops_early():
     config, plan = plan_training(minimal(), rows=20_000, validation_rows=872)
     t = config.train
-    assert (t.batch_size, t.epochs) == (32, 3)  # 625 updates an epoch: the recipe's 3 epochs at most
-    assert t.eval_strategy == "steps" and t.eval_steps == 94  # 20 evaluations (the most), ~9% of the training time
+    assert (t.batch_size, t.epochs) == (32, 2)  # 625 updates an epoch: 2 epochs, the fewest planned
+    assert t.eval_strategy == "steps" and t.eval_steps == 63  # 20 evaluations (the most), ~15% of the training time
     assert t.keep == "best" and t.early_stopping_patience == 3
     assert "early stopping after 3 evaluations without gain" in plan.line
     huge, _ = plan_training(minimal(), rows=1_000_000, validation_rows=5_000)

@@ -363,7 +363,7 @@ class EvalSnapshots:
     def __init__(self, directory: Path) -> None:
         from transformers import TrainerCallback
 
-        self.directory, self.started, self.excluded = directory, time.perf_counter(), 0.0
+        self.directory, self.started, self.excluded, self.ended = directory, time.perf_counter(), 0.0, False
         self.eval_s: list[float] = []
         self.eval_epoch: list[float] = []
         owner = self
@@ -373,7 +373,11 @@ class EvalSnapshots:
                 owner.started = time.perf_counter()
 
             def on_evaluate(self, args, state, control, model=None, **kwargs):
-                owner.snapshot(model, state.epoch or 0.0)
+                if not owner.ended:  # not the evaluations after training (final scores, calibration)
+                    owner.snapshot(model, state.epoch or 0.0)
+
+            def on_train_end(self, args, state, control, **kwargs):
+                owner.ended = True
 
         self.callback = Callback()
 
