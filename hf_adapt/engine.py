@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
 
 from hf_adapt import cards
 from hf_adapt.caching import train_with_cache
@@ -125,6 +125,9 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                                                                                           fingerprint))
         interrupt.raise_if_stopped(trainer.state, paths.work_dir)
         train_s = time.perf_counter() - started - setup_s
+        # Training is over: the scoring passes below are not early-stopping evaluations (the callback
+        # would warn on each that it cannot find the metric under their own key prefix).
+        trainer.remove_callback(EarlyStoppingCallback)
         if scale is not None:  # the head predicts the target's own units from here on, as evaluated and saved
             rescale_output(trainer.model, scale.mean, scale.std)
             encoded.update(scale.unscaled({k: v for k, v in encoded.items() if k != "train"}))

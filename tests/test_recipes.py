@@ -149,7 +149,11 @@ def test_identical_seeded_runs_give_identical_results(tiny_bert, small_csvs, tmp
 
 
 @pytest.mark.integration
-def test_early_stopping_ends_training_when_the_metric_stalls(tiny_bert, small_csvs, tmp_path):
+def test_early_stopping_ends_training_when_the_metric_stalls(tiny_bert, small_csvs, tmp_path, monkeypatch):
+    import transformers.trainer_callback
+
+    warned = []
+    monkeypatch.setattr(transformers.trainer_callback.logger, "warning", warned.append)
     # An LR far too small to change any prediction: accuracy never improves after the first evaluation.
     result, capture = train(tiny_recipe(tiny_bert, small_csvs, tmp_path / "out",
                                         optim={"learning_rate": 1e-12},
@@ -159,6 +163,8 @@ def test_early_stopping_ends_training_when_the_metric_stalls(tiny_bert, small_cs
     evaluated = [entry["step"] for entry in capture.log_history if "eval_accuracy" in entry]
     assert evaluated == [1, 2, 3]  # best at step 1, then two evaluations without gain
     assert result.train["steps"] == 3  # of 5 epochs x 3 steps
+    # The scoring after training (calibration, validation, test) is no early-stopping evaluation.
+    assert not [message for message in warned if "did not find" in message]
 
 
 def test_balanced_class_weights_match_sklearn_and_weight_the_loss(tiny_bert, tmp_path):
