@@ -73,20 +73,14 @@ def test_targets_are_judged_from_the_numbers():
     rows = {"trainer_dynamic": row(300, 0.85, [100, 100, 100]), "hf_adapt_full": row(90, 0.86, [40, 40]),
             "hf_adapt_partial": row(60, 0.85, [30, 21, 19]), "hf_adapt_lora": row(70, 0.80, [25, 25], rss=700)}
     results = {t["target"]: t["met"] for t in check_targets(rows, {"texts": 10, "hf_adapt_texts_per_s": 30,
-                                                                   "pipeline_texts_per_s": 10, "agreement": 1.0},
-                                                           {"fp32": 100, "bf16": 400})}
+                                                                   "pipeline_texts_per_s": 10, "agreement": 1.0})}
     assert results["full reaches (b)'s test accuracy in <= 0.3x its time"]
     assert not results["partial: every epoch after the first >= 2x faster than a full epoch"]  # 21 > 40 / 2
     assert results["LoRA: <= 0.75x full's time per epoch"] and results["LoRA: <= 0.8x full's peak memory"]
     assert not results["LoRA: within 1 point of full's accuracy"]
-    assert results["full fine-tuning >= 60% of the matmul peak on real tokens"]
+    assert not [target for target in results if "matmul peak" in target]  # issue 16: time to accuracy replaced it
     assert results["predict >= 2x pipeline() throughput"]
     assert "frozen encoder >= 10x faster than (b)" not in results  # not run: not judged
-    # a bf16 run is held to the bf16 peak: 90 GFLOP/s is 90% of the fp32 peak but 22% of bf16's
-    rows["hf_adapt_full"] = row(90, 0.86, [40, 40], precision="bf16")
-    judged = {t["target"]: t for t in check_targets(rows, None, {"fp32": 100, "bf16": 400})}
-    assert not judged["full fine-tuning >= 60% of the matmul peak on real tokens"]["met"]
-    assert "90 of 400 GFLOP/s, the bf16 peak" in judged["full fine-tuning >= 60% of the matmul peak on real tokens"]["detail"]
 
 
 @pytest.mark.integration
@@ -121,8 +115,7 @@ def test_time_to_accuracy_is_the_first_evaluation_that_reaches_the_reference(tmp
     for full, met in ((row([35, 70, 105], [0.84, 0.86, 0.87]), True),  # evaluation 2 at 70 s <= 0.3 * 300
                       (row([35, 70, 105], [0.84, 0.845, 0.87]), False),  # only evaluation 3, 105 s > 90 s
                       (row([35, 70, 105], [0.80, 0.81, 0.82]), False)):  # never
-        judged = {t["target"]: t for t in check_targets({"trainer_dynamic": b, "hf_adapt_full": full}, None,
-                                                      {"fp32": 100, "bf16": 0})}
+        judged = {t["target"]: t for t in check_targets({"trainer_dynamic": b, "hf_adapt_full": full}, None)}
         assert judged[target]["met"] is met
     assert bench.time_to_accuracy(row([35, 70, 105], [0.84, 0.86, 0.87]), 0.85) == (2, 70)
     assert bench.time_to_accuracy({"train_s": 50.0, "test_accuracy": 0.9}, 0.85) == ("all", 50.0)

@@ -211,7 +211,7 @@ def flop_passes(variant: str, epochs: float, shape: dict[str, int]) -> list[tupl
 def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
     """(a), (b), (c): written as the run_glue script, the HF course and peft's example write them."""
     import torch
-    from datasets import load_dataset
+    from datasets import DatasetDict, load_dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments, default_data_collator)
 
@@ -220,8 +220,10 @@ def run_trainer_baseline(spec: BenchSpec, variant: str) -> dict[str, Any]:
 
     path = resolve_model_path(spec.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    raw = load_dataset("csv", data_files={"train": spec.train_file, "validation": spec.validation_file,
-                                          "test": spec.test_file})
+    # One load per split, text and label only: the splits of a dataset may carry other columns (amazon's group).
+    raw = DatasetDict({split: load_dataset("csv", data_files=file, split="train").select_columns(["text", "label"])
+                       for split, file in (("train", spec.train_file), ("validation", spec.validation_file),
+                                           ("test", spec.test_file))})
     labels = sorted(set(raw["train"]["label"]))
     pad128, bf16 = variant == "trainer_pad128", variant == "trainer_dynamic_bf16"
 
@@ -593,7 +595,7 @@ def build_report(spec: BenchSpec, results: dict[str, dict[str, Any]], peaks: dic
             "flops_formula": FLOPS_FORMULA, "model_shape": shape,
             "rows": rows, "predict": results.get("predict"), "errors": {k: v["error"] for k, v in results.items()
                                                                         if "error" in v},
-            "targets": check_targets(rows, results.get("predict"), peaks)}
+            "targets": check_targets(rows, results.get("predict"))}
 
 
 def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
@@ -606,8 +608,7 @@ def add_ratios(rows: dict[str, dict[str, Any]]) -> None:
         row["ratio_to_b"]["test_accuracy_points"] = round(100 * (row["test_accuracy"] - reference["test_accuracy"]), 2)
 
 
-def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | None,
-                  peaks: dict[str, float]) -> list[dict[str, Any]]:
+def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The issue's targets, each with its numbers and whether this run met it (variants not run: not judged)."""
     targets: list[dict[str, Any]] = []
 
@@ -647,12 +648,8 @@ def check_targets(rows: dict[str, dict[str, Any]], predict: dict[str, Any] | Non
               f"{lora['peak_rss_mb']:.0f} MB vs {full['peak_rss_mb']:.0f} MB")
         judge("LoRA: within 1 point of full's accuracy", abs(lora["test_accuracy"] - full["test_accuracy"]) <= 0.01,
               f"{lora['test_accuracy']:.4f} vs {full['test_accuracy']:.4f}")
-    if full:
-        peak = peak_for(peaks, full["precision"])
-        judge("full fine-tuning >= 60% of the matmul peak on real tokens", full["gflops"] >= 0.6 * peak,
-              f"{full['gflops']:.0f} of {peak:.0f} GFLOP/s, the {full['precision']} peak: it trained in "
-              f"{full['precision']} ({full['percent_of_peak']:.0f}%; "
-              f"{100 * full['gflops'] / peaks['fp32']:.0f}% of the fp32 peak, {peaks['fp32']:.0f} GFLOP/s)")
+    # No target on the matmul peak: issue 16 replaced it with time to accuracy (a 6-layer model's small
+    # matmuls on a CPU cannot reach 60% of it); GFLOP/s and % peak stay in the table as information.
     if predict and "texts" in predict:
         speedup = predict["hf_adapt_texts_per_s"] / predict["pipeline_texts_per_s"]
         judge("predict >= 2x pipeline() throughput", speedup >= 2,
