@@ -41,8 +41,10 @@ def test_a_20000_row_set_evaluates_within_epochs_and_stops_early():
     t = config.train
     assert (t.batch_size, t.epochs) == (32, 2)  # 625 updates an epoch: 2 epochs, the fewest planned
     assert t.eval_strategy == "steps" and t.eval_steps == 63  # 20 evaluations (the most), ~15% of the training time
-    assert t.keep == "best" and t.early_stopping_patience == 3
-    assert "early stopping after 3 evaluations without gain" in plan.line
+    assert t.keep == "best" and t.early_stopping_patience == 5  # a quarter of its 20 evaluations
+    assert "early stopping after 5 evaluations without gain" in plan.line
+    fewer, _ = plan_training(minimal("train.eval_steps=157"), rows=20_000, validation_rows=872)
+    assert fewer.train.early_stopping_patience == 3  # 8 evaluations: a quarter is 2, at least 3
     huge, _ = plan_training(minimal(), rows=1_000_000, validation_rows=5_000)
     assert huge.train.epochs == 1 and huge.optim.warmup == 1_000  # 10% would be 3,125 warm-up steps
     assert huge.train.eval_steps == 31_250 // 20 + 1  # at most 20 evaluations in all
