@@ -216,15 +216,21 @@ def evaluate_file(model_dir: str | Path, data_file: str | Path, *, text_column: 
                         temperature=calibration_temperature(model.config))
 
 
-def saved_data_columns(model_dir: str | Path) -> dict[str, Any]:
-    """The `data` section of the recipe a model was trained with (its output directory's
-    recipe.yaml: columns, files, label format), or {} where there is none."""
+def saved_recipe(model_dir: str | Path) -> dict[str, Any]:
+    """The resolved recipe a model was trained with (its output directory's recipe.yaml, as plain
+    data), or {} where there is none."""
     import yaml
 
     recipe = Path(model_dir) / "recipe.yaml"
     if not recipe.is_file():
         return {}
-    return (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
+    return yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+
+
+def saved_data_columns(model_dir: str | Path) -> dict[str, Any]:
+    """The `data` section of the recipe a model was trained with (columns, files, label format),
+    or {} where there is none."""
+    return saved_recipe(model_dir).get("data") or {}
 
 
 def read_inputs(batch: Any, text_column: str, text_pair_column: str | None = None) -> list[Text]:

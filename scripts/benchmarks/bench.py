@@ -396,16 +396,14 @@ class EvalSnapshots:
     def test_accuracies(self, model_dir: Path, test_file: str) -> dict[str, list[float]]:
         from safetensors.torch import load_file
 
-        import yaml
-
-        from hf_adapt.inference import predict
+        from hf_adapt.inference import predict, saved_recipe
         from hf_adapt.modeling import load_trained
 
         with open(test_file, encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
         model, tokenizer = load_trained(model_dir)
         # As the run reads texts (predict's own default is 256 tokens: on long reviews, other predictions).
-        max_length = yaml.safe_load((model_dir / "recipe.yaml").read_text(encoding="utf-8"))["model"]["max_length"]
+        max_length = saved_recipe(model_dir)["model"]["max_length"]
         accuracies = []
         for number in range(1, len(self.eval_s) + 1):
             model.load_state_dict(load_file(str(self.directory / f"eval{number}.safetensors")))
