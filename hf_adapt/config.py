@@ -217,7 +217,7 @@ class TrainConfig:
     output_dir: str = field(default="outputs/run", metadata={"help": "One directory per run; refused if non-empty."})
     epochs: float | None = field(
         default=None, metadata={"help": "Training epochs; null = planned from the data (hf_adapt.schedule): enough for 200-300 updates on a "
-                                          "tiny set, 3 otherwise, 1 from 200,000 rows."})
+                                          "small set, at least 2, 1 from 200,000 rows."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0, overrides epochs."})
     batch_size: int | None = field(
         default=None, metadata={"help": "Per-device training batch size; null = planned from the data (hf_adapt.schedule): 32, or smaller "

@@ -8,7 +8,7 @@ everything else is default (`fullcls`: full with `adapt.pooling=cls`, the head o
 before few-shot runs read the mean). "planned" leaves the schedule to `hf_adapt.schedule`; "fixed" sets the
 defaults every recipe had before it (3 epochs, batch 32, an evaluation each epoch, the best one
 kept, warm-up 10%). Peers on the same samples: `setfit` (SetFit's documented defaults, the same
-body; `pip install setfit`, never a dependency) and `trainer` (a plain Trainer: dynamic padding,
+body; `pip install -e ".[benchmark]"`, never a dependency) and `trainer` (a plain Trainer: dynamic padding,
 lr 2e-5, batch 32, 3 epochs). Sizes: `Kpc` = a seeded sample of K training rows per class, whose validation
 is carved from the sample (10%, as a user with only those examples gets); `N` = N seeded rows, or
 `all`, validated on the dataset's validation.csv. Every run is scored on test.csv. Prints a
@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import statistics
 import sys
 import time
@@ -70,13 +71,15 @@ def train_file(data: Path, size: str, seed: int, out: Path, name: str) -> Path:
 
 
 def run_hf_adapt(data: Path, size: str, seed: int, variant: str, out: Path) -> dict:
-    """hf_adapt's minimal recipe: VARIANT = STRATEGY-fixed or STRATEGY-planned."""
-    strategy, schedule = variant.split("-")
-    name = f"{data.name}-{size}-s{seed}-{variant}"
+    """hf_adapt's minimal recipe: VARIANT = STRATEGY-fixed or STRATEGY-planned, then any
+    `+section.key=value` overrides (e.g. `full-planned+train.batch_size=16`)."""
+    base, *extra = variant.split("+")
+    strategy, schedule = base.split("-")
+    name = f"{data.name}-{size}-s{seed}-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", variant)
     files = [f"data.train_file={train_file(data, size, seed, out, name)}", f"data.test_file={data / 'test.csv'}"]
     if not size.endswith("pc"):
         files.append(f"data.validation_file={data / 'validation.csv'}")
-    overrides = [*files, *STRATEGIES[strategy], *(FIXED if schedule == "fixed" else []),
+    overrides = [*files, *STRATEGIES[strategy], *(FIXED if schedule == "fixed" else []), *extra,
                  f"train.output_dir={out / 'models' / name}", "train.overwrite=true", f"train.seed={seed}"]
     result = run_recipe(load_config(None, overrides))
     return {"test_accuracy": result.metrics["test"]["accuracy"], "train_s": result.timings["train_s"],
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", default="full-fixed,full-planned",
                         help="Comma-separated: STRATEGY-fixed or STRATEGY-planned (STRATEGY: "
-                             f"{', '.join(STRATEGIES)}), setfit (pip install setfit), trainer.")
+                             f"{', '.join(STRATEGIES)}), each with any +section.key=value overrides "
+                             "(full-planned+train.batch_size=16), setfit (pip install -e \".[benchmark]\"), trainer.")
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
