@@ -160,7 +160,7 @@ class AdaptConfig:
         metadata={"help": "auto | cls | mean: what the head reads. cls = the first token (the model's own head); "
                           "mean = the average of the token states, through a frozen pooling layer added on top "
                           "(full and partial; hf_adapt.pooling). auto = mean with freeze_encoder, and for few-shot data "
-                          "(<= 32 rows per label) on a sentence encoder trained with mean pooling; else cls."},
+                          "(<= 64 rows per label) on a sentence encoder trained with mean pooling; else cls."},
     )
     # lora
     lora_r: int = field(default=8, metadata={"help": "lora: rank of the update matrices."})

@@ -42,17 +42,18 @@ ATTENTION_OUTPUTS = ("attention.output.dense", "attention.out_lin")
 
 
 # Up to this many training rows per label, `adapt.pooling: auto` reads a mean-pooled sentence encoder's mean.
-FEW_PER_LABEL = 32
+FEW_PER_LABEL = 64
 
 
 def resolve_pooling(adapt: AdaptConfig, body_pooling: str | None = None, rows_per_label: float | None = None) -> str:
     """`adapt.pooling` as applied. `auto` is mean for a frozen encoder; for full and partial
     fine-tuning it is mean too when the body is a sentence encoder trained with mean pooling
     (`body_pooling`, `modeling.sentence_pooling`) and training has at most FEW_PER_LABEL rows per
-    label (few-shot; measured at 8 and 16 per label, not above): a head on the first token would
+    label (few-shot; measured at 8, 16 and 64 per label, not above): a head on the first token would
     start from a state the body was never trained to summarise a sentence in, and a few examples
-    cannot retrain it (SST-2, 16 per label, 3 seeds: test accuracy 0.649 -> 0.710; docs/benchmark.md
-    "Few-shot, against SetFit"). Else cls. LoRA reads cls: it would adapt the pooling layer too."""
+    cannot retrain it (SST-2, 3 seeds: test accuracy 0.649 -> 0.710 at 16 per label, 0.769 -> 0.784
+    at 64; docs/benchmark.md "Few-shot, against SetFit"). Else cls. LoRA reads cls: it would adapt
+    the pooling layer too."""
     if adapt.pooling != "auto":
         return adapt.pooling
     if adapt.strategy == "partial" and adapt.freeze_encoder:

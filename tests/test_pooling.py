@@ -90,8 +90,8 @@ def test_mean_pooling_is_refused_with_lora(tiny_bert, sentiment_csvs, tmp_path):
 
 @pytest.mark.parametrize("adapt, body, per_label, expected", [
     ({"strategy": "full"}, "mean", 16, "mean"),  # few-shot on a mean-pooled sentence encoder
-    ({"strategy": "full"}, "mean", 32, "mean"),
-    ({"strategy": "full"}, "mean", 33, "cls"),  # more data: the model's own head, as measured before
+    ({"strategy": "full"}, "mean", 64, "mean"),  # 64 per label: +1.5 points on SST-2 (3 seeds)
+    ({"strategy": "full"}, "mean", 65, "cls"),  # more data: the model's own head, not measured with mean
     ({"strategy": "full"}, None, 16, "cls"),  # not a sentence encoder
     ({"strategy": "full"}, "cls", 16, "cls"),  # a sentence encoder that pools the first token
     ({"strategy": "full"}, "mean", None, "cls"),
