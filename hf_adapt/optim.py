@@ -8,7 +8,8 @@ decay `d` in (0, 1], a parameter at depth `k` below the head gets `lr * d**k`:
     encoder layer i (0 = bottom)                k = L - i    lr * d**(L - i)
     embeddings (and DeBERTa's shared rel. pos.) k = L + 1    lr * d**(L + 1)
 
-`optim.head_learning_rate` overrides the head's rate only. Biases and LayerNorm weights (every
+The frozen mean-pooling layer `adapt.pooling: mean` puts on top (hf_adapt.pooling) is not counted:
+the encoder's top layer stays at depth 1. `optim.head_learning_rate` overrides the head's rate only. Biases and LayerNorm weights (every
 parameter with fewer than 2 dimensions) get no weight decay. With `d = 1.0` and no head rate
 this is plain AdamW with the usual decay/no-decay split. Nothing else in hf_adapt creates or
 edits optimizer parameter groups.
@@ -23,6 +24,7 @@ from torch import nn
 
 from hf_adapt.config import OptimConfig
 from hf_adapt.modeling import parameter_depths
+from hf_adapt.pooling import has_pooling_layer
 
 
 def build_param_groups(
@@ -42,6 +44,8 @@ def build_param_groups(
             whose `.grad` is None, so frozen ones cost nothing until then.
     """
     depths = parameter_depths(model)
+    if has_pooling_layer(model):  # an average, not a layer of the encoder: the layers below keep their depths
+        depths = {key: depth - 1 if depth > 1 else depth for key, depth in depths.items()}
     grouped: dict[tuple[int, bool], list[tuple[str, nn.Parameter]]] = defaultdict(list)
     seen: set[int] = set()
     for name, param in model.named_parameters():

@@ -68,8 +68,7 @@ def pooling_of(model: nn.Module) -> str:
     own = getattr(model.config, "classifier_pooling", None)
     if own is not None:
         return own
-    layers = encoder_layout(model).layers
-    return "mean" if layers and is_mean_pooling_layer(layers[-1]) else "cls"
+    return "mean" if has_pooling_layer(model) else "cls"
 
 
 def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
@@ -106,11 +105,16 @@ def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
     return layer
 
 
+def has_pooling_layer(model: nn.Module) -> bool:
+    """Whether the top layer of `model`'s encoder is the mean-pooling layer (`append_mean_pooling_layer`)."""
+    layers = encoder_layout(unwrap(model)).layers
+    return bool(layers) and is_mean_pooling_layer(layers[-1])
+
+
 def keep_pooling_frozen(model: nn.Module) -> None:
     """Freeze the mean-pooling layer on top of `model`'s encoder, if it has one: it must stay an average."""
-    layers = encoder_layout(unwrap(model)).layers
-    if layers and is_mean_pooling_layer(layers[-1]):
-        layers[-1].requires_grad_(False)
+    if has_pooling_layer(model):
+        encoder_layout(unwrap(model)).layers[-1].requires_grad_(False)
 
 
 def is_mean_pooling_layer(layer: nn.Module) -> bool:

@@ -57,6 +57,20 @@ def test_group_learning_rates_are_lr_times_decay_to_the_depth(tiny_models, famil
     assert {g["lr"] for g in groups} == {LR, LR * DECAY, LR * DECAY**2, LR * DECAY**3}
 
 
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_the_mean_pooling_layer_is_not_counted_as_a_layer(tiny_models, family):
+    from hf_adapt.pooling import append_mean_pooling_layer
+
+    model = load(tiny_models[family])
+    plain = lr_by_name(build_param_groups(model, OptimConfig(learning_rate=LR, layer_decay=DECAY)))
+    append_mean_pooling_layer(model)
+
+    pooled = lr_by_name(build_param_groups(model, OptimConfig(learning_rate=LR, layer_decay=DECAY)))
+
+    assert {name: pooled[name] for name in plain} == plain  # every weight at the rate it had without the layer
+    assert set(pooled) == set(plain)  # the pooling layer is frozen: in no group
+
+
 @pytest.mark.parametrize("family, name, depth", [
     ("bert", "bert.pooler.dense.weight", 0),
     ("bert", "classifier.weight", 0),
