@@ -105,16 +105,21 @@ def append_mean_pooling_layer(model: nn.Module) -> nn.Module | None:
     return layer
 
 
-def has_pooling_layer(model: nn.Module) -> bool:
-    """Whether the top layer of `model`'s encoder is the mean-pooling layer (`append_mean_pooling_layer`)."""
+def pooling_layer(model: nn.Module) -> nn.Module | None:
+    """The mean-pooling layer on top of `model`'s encoder (`append_mean_pooling_layer`), or None."""
     layers = encoder_layout(unwrap(model)).layers
-    return bool(layers) and is_mean_pooling_layer(layers[-1])
+    return layers[-1] if layers and is_mean_pooling_layer(layers[-1]) else None
+
+
+def has_pooling_layer(model: nn.Module) -> bool:
+    return pooling_layer(model) is not None
 
 
 def keep_pooling_frozen(model: nn.Module) -> None:
     """Freeze the mean-pooling layer on top of `model`'s encoder, if it has one: it must stay an average."""
-    if has_pooling_layer(model):
-        encoder_layout(unwrap(model)).layers[-1].requires_grad_(False)
+    layer = pooling_layer(model)
+    if layer is not None:
+        layer.requires_grad_(False)
 
 
 def is_mean_pooling_layer(layer: nn.Module) -> bool:
