@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from hf_adapt.config import load_recipe
+from hf_adapt.config import load_recipe, read_recipe
 from hf_adapt.engine import run_recipe
 from hf_adapt.hardware import cpu_name
 
@@ -84,23 +84,13 @@ def run_hf_adapt(data: Path, size: str, seed: int, variant: str, out: Path) -> d
     # strategy's preset (the full recipe's lr 1e-4 and layer decay 0.9), then the benchmark's overrides
     recipe = out / "recipes" / f"{name}.yaml"
     recipe.parent.mkdir(parents=True, exist_ok=True)
-    recipe.write_text(yaml.safe_dump(overrides_to_yaml([*files, *STRATEGIES[strategy]])), encoding="utf-8")
+    recipe.write_text(yaml.safe_dump(read_recipe(None, [*files, *STRATEGIES[strategy]])), encoding="utf-8")
     overrides = [*(FIXED if schedule == "fixed" else []), *extra,
                  f"train.output_dir={out / 'models' / name}", "train.overwrite=true", f"train.seed={seed}"]
     result = run_recipe(load_recipe(recipe, overrides))
     return {"test_accuracy": result.metrics["test"]["accuracy"], "train_s": result.timings["train_s"],
             "steps": result.train["steps"], "planned": (result.train.get("planned") or {}).get("why"),
             "cpu": result.hardware.get("device_name"), "precision": result.hardware.get("mixed_precision")}
-
-
-def overrides_to_yaml(overrides: list[str]) -> dict:
-    """`section.key=value` strings as the nested recipe a user would write."""
-    recipe: dict = {}
-    for item in overrides:
-        key, value = item.split("=", 1)
-        section, name = key.split(".")
-        recipe.setdefault(section, {})[name] = yaml.safe_load(value)
-    return recipe
 
 
 def run_setfit(data: Path, size: str, seed: int, variant: str, out: Path) -> dict:
