@@ -8,8 +8,9 @@ The rules, each with its reason (measurements in docs/recipes.md, "Settings plan
 
 - **Batch size** (`train.batch_size`): the largest of 32, 16, 8, 4 that still gives 16 batches an
   epoch; a tiny set learns from more, smaller steps. Not smaller to save passes: 2,000 SST-2 rows
-  in 2 epochs of batch 16 (250 updates) took 0.57x the time of 4 epochs of 32 and lost 1.0 point
-  of test accuracy; 500 rows in 2 epochs of 4 lost 1.6 (docs/benchmark.md, "Time to accuracy").
+  in 2 epochs of batch 16 (250 updates) took 0.56x the time of 4 epochs of 32 and lost 0.5 point
+  of test accuracy; 500 rows in 2 epochs of 4 lost 1.5 (3 seeds, the full preset; docs/benchmark.md,
+  "Time to accuracy").
 - **Epochs** (`train.epochs`): enough for `MIN_UPDATES[strategy]` optimizer updates, at least 2
   (at most 100); one pass over `ONE_EPOCH_ROWS` rows or more, which is more than these models need.
   Not 3, the classic BERT recipe: on 5,000 SST-2 rows the full recipe kept test accuracy 0.857

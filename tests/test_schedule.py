@@ -38,7 +38,7 @@ def test_a_20_row_set_gets_small_batches_enough_updates_and_keeps_its_last_weigh
 
 def test_a_2000_row_set_gets_its_updates_from_more_passes_not_smaller_batches():
     # 63 updates an epoch at batch 32: 4 epochs for 200. Batch 16 for 2 epochs (250 updates) would take
-    # 0.57x the time but lost 1.0 point of test accuracy on 2,000 SST-2 rows (docs/benchmark.md)
+    # 0.56x the time but lost 0.5 point of test accuracy on 2,000 SST-2 rows (3 seeds; docs/benchmark.md)
     config, plan = plan_training(minimal(), rows=2_000, validation_rows=801)
     assert (config.train.batch_size, config.train.epochs) == (32, 4)
     assert "batch 32, 4 epochs (252 updates)" in plan.line
