@@ -256,6 +256,17 @@ def column_array(dataset: Dataset, column: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.asarray([])
 
 
+def column_mean(dataset: Dataset, column: str) -> float:
+    """The mean of a numeric column, read a batch at a time (0 for no rows)."""
+    import pyarrow.compute as pc
+
+    total = count = 0
+    for values in _column_batches(dataset, column):
+        total += pc.sum(values).as_py() or 0
+        count += len(values)
+    return total / count if count else 0.0
+
+
 def target_range(dataset: Dataset, column: str = "label") -> tuple[float, float]:
     """The smallest and largest value of a numeric column."""
     import pyarrow.compute as pc

@@ -42,6 +42,7 @@ from hf_adapt.controls import (
 )
 from hf_adapt.data import (
     column_array,
+    column_mean,
     DOCUMENT,
     LabelMap,
     load_task_data,
@@ -100,8 +101,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
                 f"pools its windows' logits ({windows.pooling})")
         # The schedule settings the recipe leaves unset, planned from the data; recipe.yaml keeps them unset
         rows = task.rows("train") if task.stream else len(encoded["train"])  # windows, when chunked
-        planned, plan = plan_training(config, rows, len(encoded["validation"]),
-                                      int(os.environ.get("WORLD_SIZE", "1")))
+        planned, plan = plan_training(config, rows, len(encoded["validation"]), int(os.environ.get("WORLD_SIZE", "1")),
+                                      validation_length=validation_length(encoded, streamed=task.stream))
         say(plan.line)
         model = build_model(config, task.label_map, target_mean=task.target_mean, train_rows=rows)  # strategy applied
         summary = trainable_summary(model)
@@ -189,6 +190,14 @@ def build_model(config: RecipeConfig, label_map: LabelMap, *, target_mean: float
             f"adapt.pooling: cls to read the first token)")
     return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers),
                           dataclasses.replace(config.adapt, pooling=pooling))
+
+
+def validation_length(encoded: Any, *, streamed: bool) -> float:
+    """A validation row's mean tokens over a training row's (1 when training streams: its rows are not
+    read ahead), so that the plan counts evaluations in tokens."""
+    if streamed:
+        return 1.0
+    return column_mean(encoded["validation"], "length") / max(column_mean(encoded["train"], "length"), 1.0)
 
 
 def check_distributed(trainer: Trainer, config: RecipeConfig) -> None:

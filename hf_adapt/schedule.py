@@ -8,15 +8,18 @@ The rules, each with its reason (measurements in docs/recipes.md, "Settings plan
 
 - **Batch size** (`train.batch_size`): the largest of 32, 16, 8, 4 that still gives 16 batches an
   epoch; a tiny set learns from more, smaller steps. Not smaller to save passes: 2,000 SST-2 rows
-  in 2 epochs of batch 16 (250 updates) took 0.57x the time of 4 epochs of 32 and lost 1.0 point
-  of test accuracy; 500 rows in 2 epochs of 4 lost 1.6 (docs/benchmark.md, "Time to accuracy").
+  in 2 epochs of batch 16 (250 updates) took 0.56x the time of 4 epochs of 32 and lost 0.5 point
+  of test accuracy; 500 rows in 2 epochs of 4 lost 1.5 (3 seeds, the full preset; docs/benchmark.md,
+  "Time to accuracy").
 - **Epochs** (`train.epochs`): enough for `MIN_UPDATES[strategy]` optimizer updates, at least 2
   (at most 100); one pass over `ONE_EPOCH_ROWS` rows or more, which is more than these models need.
   Not 3, the classic BERT recipe: on 5,000 SST-2 rows the full recipe kept test accuracy 0.857
   after 2 epochs as after 3, in two thirds of the time (docs/benchmark.md, "Time to accuracy").
 - **Evaluations** (`train.eval_strategy`, `train.eval_steps`): as many as cost about `EVAL_SHARE`
-  of the training time (an evaluation row costs ~1/3 of a training row: forward only), at most
-  20 in all, at least one (at the end); every epoch when that fits, else every N steps.
+  of the training time (an evaluation token costs ~1/3 of a training token: forward only), at most
+  20 in all, at least one (at the end); every epoch when that fits, else every N steps. Counted in
+  tokens, not rows: SST-2's validation sentences average ~2x the tokens of its training phrases,
+  and evaluations counted by rows took a quarter of the training time, not 15%.
 - **Which weights are kept** (`train.keep`): the best evaluation's when validation has at least
   `MIN_SELECTION_ROWS` rows; below that a "best" evaluation is noise (3 carved rows decide by
   chance), so the last weights are kept.
@@ -78,13 +81,16 @@ def recipe_kind(config: RecipeConfig) -> str:
     return "features" if a.strategy == "partial" and a.freeze_encoder else a.strategy
 
 
-def plan_training(config: RecipeConfig, rows: int, validation_rows: int, world_size: int = 1) -> tuple[RecipeConfig, Plan]:
+def plan_training(config: RecipeConfig, rows: int, validation_rows: int, world_size: int = 1, *,
+                  validation_length: float = 1.0) -> tuple[RecipeConfig, Plan]:
     """The recipe with every unset (null) schedule setting planned from the data, and the plan.
 
     Args:
         rows (`int`): training rows (windows, for `data.long_text: chunk`).
         validation_rows (`int`): rows each evaluation scores.
         world_size (`int`, defaults to 1): processes that share each step's batch.
+        validation_length (`float`, defaults to 1): a validation row's mean tokens over a training
+            row's, so that evaluations are counted in tokens.
     """
     t, kind = config.train, recipe_kind(config)
     chosen: dict[str, Any] = {}
@@ -105,7 +111,8 @@ def plan_training(config: RecipeConfig, rows: int, validation_rows: int, world_s
     if eval_strategy is None and eval_steps is not None:  # an interval without a strategy means steps
         eval_strategy = chosen["train.eval_strategy"] = "steps"
     if eval_strategy is None:
-        eval_strategy, eval_steps = _evaluations(updates, epochs_run, batch * world_size, validation_rows)
+        eval_strategy, eval_steps = _evaluations(updates, epochs_run, batch * world_size,
+                                                 validation_rows * validation_length)
         chosen["train.eval_strategy"] = eval_strategy
         if eval_steps is not None:
             chosen["train.eval_steps"] = eval_steps
@@ -127,7 +134,8 @@ def plan_training(config: RecipeConfig, rows: int, validation_rows: int, world_s
     explicit = [key if key != "train.epochs" or t.epochs is not None else "train.max_steps"
                 for key in PLANNED_KEYS if key not in chosen]  # train.max_steps sets the length, not epochs
     plan = Plan(rows, validation_rows, chosen, explicit,
-                _describe(planned, kind, rows, validation_rows, updates, evaluations, chosen, explicit))
+                _describe(planned, kind, rows, validation_rows, updates, evaluations, chosen, explicit,
+                          validation_length))
     return planned, plan
 
 
@@ -135,10 +143,11 @@ PLANNED_KEYS = ("train.batch_size", "train.epochs", "train.eval_strategy", "trai
                 "train.early_stopping_patience", "optim.warmup")
 
 
-def _evaluations(updates: int, epochs: float, batch: int, validation_rows: int) -> tuple[str, int | None]:
+def _evaluations(updates: int, epochs: float, batch: int, validation_size: float) -> tuple[str, int | None]:
     """(eval_strategy, eval_steps): evaluations costing about EVAL_SHARE of training, at most
-    MAX_EVALS, at least one (at the end)."""
-    affordable = EVAL_SHARE * updates * batch / (FORWARD_SHARE * max(validation_rows, 1))
+    MAX_EVALS, at least one (at the end). `validation_size`: an evaluation's rows, in training rows'
+    worth of tokens."""
+    affordable = EVAL_SHARE * updates * batch / (FORWARD_SHARE * max(validation_size, 1))
     wanted = max(1, min(math.floor(affordable), MAX_EVALS))
     if wanted >= math.ceil(epochs) and wanted < 2 * epochs:  # about one an epoch: at each epoch's end
         return "epoch", None
@@ -155,10 +164,13 @@ def _with(config: RecipeConfig, chosen: dict[str, Any]) -> RecipeConfig:
 
 
 def _describe(config: RecipeConfig, kind: str, rows: int, validation_rows: int, updates: int, evaluations: int,
-              chosen: dict[str, Any], explicit: list[str]) -> str:
+              chosen: dict[str, Any], explicit: list[str], validation_length: float = 1.0) -> str:
     t = config.train
     every = ("no evaluation" if t.eval_strategy == "no" else "evaluation every epoch" if t.eval_strategy == "epoch"
              else f"evaluation every {t.eval_steps} steps")
+    count = f"{evaluations} in all"
+    if "train.eval_strategy" in chosen and abs(validation_length - 1) >= 0.1:  # counted in tokens: say why
+        count += f"; validation rows {validation_length:.1f}x as long as training rows"
     stop = (f"early stopping after {t.early_stopping_patience} evaluations without gain"
             if t.early_stopping_patience else "no early stopping")
     keep = ("keep the best evaluation's weights" if t.keep == "best" else "keep the last weights" + (
@@ -166,7 +178,7 @@ def _describe(config: RecipeConfig, kind: str, rows: int, validation_rows: int, 
         "to pick a best)" if validation_rows < MIN_SELECTION_ROWS else " (one evaluation)"))
     length = f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.epochs:g} epoch{'s' if t.epochs != 1 else ''}"
     warmup = config.optim.warmup
-    parts = (f"batch {t.batch_size}, {length} ({updates:,} updates), {every} ({evaluations} in all), {keep}, "
+    parts = (f"batch {t.batch_size}, {length} ({updates:,} updates), {every} ({count}), {keep}, "
              f"{stop}, warm-up {f'{warmup:.0%} of the updates' if warmup < 1 else f'{warmup:g} steps'}")
     if not chosen:
         return f"schedule as the recipe sets it: {parts}"

@@ -38,7 +38,7 @@ def test_a_20_row_set_gets_small_batches_enough_updates_and_keeps_its_last_weigh
 
 def test_a_2000_row_set_gets_its_updates_from_more_passes_not_smaller_batches():
     # 63 updates an epoch at batch 32: 4 epochs for 200. Batch 16 for 2 epochs (250 updates) would take
-    # 0.57x the time but lost 1.0 point of test accuracy on 2,000 SST-2 rows (docs/benchmark.md)
+    # 0.56x the time but lost 0.5 point of test accuracy on 2,000 SST-2 rows (3 seeds; docs/benchmark.md)
     config, plan = plan_training(minimal(), rows=2_000, validation_rows=801)
     assert (config.train.batch_size, config.train.epochs) == (32, 4)
     assert "batch 32, 4 epochs (252 updates)" in plan.line
@@ -56,6 +56,18 @@ def test_a_20000_row_set_evaluates_within_epochs_and_stops_early():
     huge, _ = plan_training(minimal(), rows=1_000_000, validation_rows=5_000)
     assert huge.train.epochs == 1 and huge.optim.warmup == 1_000  # 10% would be 3,125 warm-up steps
     assert huge.train.eval_steps == 31_250 // 20 + 1  # at most 20 evaluations in all
+
+
+def test_evaluations_are_counted_in_tokens_not_rows():
+    # 5,000 rows, 2 epochs of batch 32 (314 updates), 872 validation rows: 5 evaluations when a validation
+    # row is as long as a training row; SST-2's are ~2x as long, which makes 2: one each epoch
+    same, _ = plan_training(minimal(), rows=5_000, validation_rows=872)
+    assert (same.train.eval_strategy, same.train.eval_steps) == ("steps", 63)
+    longer, plan = plan_training(minimal(), rows=5_000, validation_rows=872, validation_length=2.0)
+    assert longer.train.eval_strategy == "epoch"
+    assert "evaluation every epoch (2 in all; validation rows 2.0x as long as training rows)" in plan.line
+    shorter, _ = plan_training(minimal(), rows=5_000, validation_rows=872, validation_length=0.5)
+    assert shorter.train.eval_steps == 32  # 10 evaluations
 
 
 def test_explicit_values_win_and_are_named():
@@ -106,3 +118,18 @@ def test_max_steps_without_epochs_trains_that_many_steps(tiny_bert, tmp_path, ca
 
     assert result.train["steps"] == 3
     assert "set by the recipe: train.batch_size, train.max_steps" in capsys.readouterr().err
+
+
+def test_a_run_counts_its_evaluations_in_the_tokens_of_its_validation_rows(tiny_bert, tmp_path, capsys):
+    data = write_sentiment_csvs(tmp_path / "data", rows=24)
+    lines = data["validation"].read_text(encoding="utf-8").splitlines()
+    longer = [lines[0], *(f"{text} {text} {text},{label}" for text, label in (line.rsplit(",", 1) for line in lines[1:]))]
+    data["validation"].write_text("\n".join(longer) + "\n", encoding="utf-8")  # each text three times over
+    recipe = tiny_recipe(tiny_bert, data, tmp_path / "out", train={"max_steps": 2})
+    del recipe["train"]["epochs"]
+
+    run_recipe(config_from_dict(recipe))
+
+    said = capsys.readouterr().err
+    assert "x as long as training rows" in said
+    assert float(said.split("validation rows ")[1].split("x as long")[0]) > 2  # [CLS] and [SEP] are not repeated
