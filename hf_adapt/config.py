@@ -162,6 +162,13 @@ class AdaptConfig:
                           "(full and partial; hf_adapt.pooling). auto = mean with freeze_encoder, and for few-shot data "
                           "(<= 64 rows per label) on a sentence encoder trained with mean pooling; else cls."},
     )
+    head_init: str = field(
+        default="auto",
+        metadata={"help": "auto | random | probe: how the head's output layer starts. probe = a logistic regression "
+                          "fitted on the pretrained features of the training rows (LP-FT; hf_adapt.head_init). "
+                          "auto = probe for single-label few-shot data (<= 64 rows per label) with more than two "
+                          "labels under the full strategy; else random."},
+    )
     # lora
     lora_r: int = field(default=8, metadata={"help": "lora: rank of the update matrices."})
     lora_alpha: int = field(default=16, metadata={"help": "lora: scaling numerator (scale = alpha / r)."})
@@ -692,6 +699,11 @@ def validate(config: RecipeConfig) -> list[str]:
               "strategy 'partial' freezes nothing: set adapt.freeze_embeddings, adapt.freeze_layers or "
               "adapt.freeze_encoder")
     check(a.pooling in ("auto", "cls", "mean"), f"adapt.pooling must be auto, cls or mean, got {a.pooling!r}")
+    check(a.head_init in ("auto", "random", "probe"),
+          f"adapt.head_init must be auto, random or probe, got {shown(a.head_init)}")
+    check(not (a.head_init == "probe" and d.streaming),
+          "adapt.head_init: probe reads every training row before the first step, which data.streaming: true "
+          "does not allow; set adapt.head_init: auto or random")
     check(a.pooling != "mean" or a.strategy != "lora",
           "adapt.pooling: mean is for strategies full and partial (LoRA would adapt the pooling layer's projections "
           "and undo the average); use adapt.pooling: cls or auto")

@@ -54,6 +54,7 @@ from hf_adapt.data import (
 )
 from hf_adapt.errors import HfAdaptError, say
 from hf_adapt.hardware import hardware_summary, set_cpu_threads, wait_for_everyone
+from hf_adapt.head_init import fit_probe_head, resolve_head_init
 from hf_adapt.interrupts import StopOnInterrupt, TimeBudget
 from hf_adapt.metrics import fit_temperature, pool_windows, sigmoid, tune_thresholds
 from hf_adapt.modeling import (check_max_length, load_model, load_tokenizer, rescale_output, sentence_pooling,
@@ -107,6 +108,7 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
         model = build_model(config, task.label_map, target_mean=task.target_mean, train_rows=rows)  # strategy applied
         summary = trainable_summary(model)
         say(f"{config.adapt.strategy}: {summary}")
+        head = start_head(config, model, encoded, tokenizer, task, rows)  # before L2-SP notes the start
         controls = apply_controls(model, config.adapt)  # L2-SP, gradual unfreezing
 
         interrupt = StopOnInterrupt()
@@ -149,6 +151,8 @@ def run_recipe(config: RecipeConfig, *, callbacks: list[TrainerCallback] | None 
             data=data_summary(raw_task, encoded if windows is not None else None),
             hardware=hardware_summary(trainer))
         result.extra.update(fitted)  # temperature, multi-label thresholds
+        if head is not None:
+            result.extra["head_init"] = head
         result.train["planned"] = plan.summary
         if budget is not None:
             result.train["time_budget"] = budget.summary
@@ -190,6 +194,23 @@ def build_model(config: RecipeConfig, label_map: LabelMap, *, target_mean: float
             f"adapt.pooling: cls to read the first token)")
     return apply_strategy(reinit_top_layers(model, config.adapt.reinit_top_layers),
                           dataclasses.replace(config.adapt, pooling=pooling))
+
+
+def start_head(config: RecipeConfig, model: torch.nn.Module, encoded: Any, tokenizer: Any, task: TaskData,
+               train_rows: int) -> dict[str, Any] | None:
+    """The output layer fitted as a linear probe on the pretrained features when `adapt.head_init`
+    resolves to probe (`head_init.resolve_head_init`); what the card records, or None (a random head)."""
+    labels = len(task.label_map.labels)
+    per_label = None if task.stream else train_rows / max(labels, 1)  # a stream's rows are not read ahead
+    if resolve_head_init(config.adapt, task.label_map.task, labels, per_label) != "probe":
+        return None
+    head = fit_probe_head(model, encoded["train"], tokenizer)
+    why = ("adapt.head_init: probe" if config.adapt.head_init == "probe" else
+           f"head_init auto ({labels} labels, {per_label:,.0f} training rows per label <= {FEW_PER_LABEL}: few-shot)")
+    say(f"{why}: the output layer starts as a logistic regression on the pretrained features of {head['rows']:,} "
+        f"training rows (their accuracy {head['train_accuracy']:.3f}), then fine-tunes (LP-FT; adapt.head_init: "
+        f"random for a random start)")
+    return head
 
 
 def validation_length(encoded: Any, *, streamed: bool) -> float:

@@ -31,12 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from hf_adapt.config import load_recipe, read_recipe
 from hf_adapt.engine import run_recipe
 from hf_adapt.hardware import cpu_name
-from hf_adapt.modeling import output_layer, unwrap
 
 FIXED = ["train.epochs=3", "train.batch_size=32", "train.eval_strategy=epoch", "train.keep=best",
          "train.early_stopping_patience=0", "optim.warmup=0.1"]
@@ -77,14 +75,14 @@ def train_file(data: Path, size: str, seed: int, out: Path, name: str) -> Path:
 def run_hf_adapt(data: Path, size: str, seed: int, variant: str, out: Path) -> dict:
     """hf_adapt's minimal recipe: VARIANT = STRATEGY-fixed or STRATEGY-planned, then any
     `+section.key=value` overrides (e.g. `full-planned+train.batch_size=16`); `@train` in a value is the
-    sampled training file (`+data.validation_file=@train+train.keep=last`: train on every sampled row);
-    `+probe:C` starts the head as a logistic regression with L2 strength C (`LinearProbeFirst`)."""
+    sampled training file (`+data.validation_file=@train+train.keep=last`: train on every sampled row;
+    `+adapt.head_init=random`: the random head that `auto` replaces with a probe for few-shot data with
+    more than two labels)."""
     base, *extra = variant.split("+")
     strategy, schedule = base.split("-")
     name = f"{data.name}-{size}-s{seed}-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", variant)
     train = train_file(data, size, seed, out, name)
-    probes = [float(item.split(":")[1]) for item in extra if item.startswith("probe:")]
-    extra = [item.replace("@train", str(train)) for item in extra if not item.startswith("probe:")]
+    extra = [item.replace("@train", str(train)) for item in extra]
     files = [f"data.train_file={train}", f"data.test_file={data / 'test.csv'}"]
     if not size.endswith("pc"):
         files.append(f"data.validation_file={data / 'validation.csv'}")
@@ -95,41 +93,10 @@ def run_hf_adapt(data: Path, size: str, seed: int, variant: str, out: Path) -> d
     recipe.write_text(yaml.safe_dump(read_recipe(None, [*files, *STRATEGIES[strategy]])), encoding="utf-8")
     overrides = [*(FIXED if schedule == "fixed" else []), *extra,
                  f"train.output_dir={out / 'models' / name}", "train.overwrite=true", f"train.seed={seed}"]
-    result = run_recipe(load_recipe(recipe, overrides), callbacks=[LinearProbeFirst(c) for c in probes])
+    result = run_recipe(load_recipe(recipe, overrides))
     return {"test_accuracy": result.metrics["test"]["accuracy"], "train_s": result.timings["train_s"],
             "steps": result.train["steps"], "planned": (result.train.get("planned") or {}).get("why"),
             "cpu": result.hardware.get("device_name"), "precision": result.hardware.get("mixed_precision")}
-
-
-class LinearProbeFirst(TrainerCallback):
-    """LP-FT (Kumar et al. 2022), tried for few-shot data and not adopted (docs/benchmark.md, "Few-shot"):
-    before the first step, the head's output layer becomes a scikit-learn logistic regression (L2, strength
-    `c`) fitted on what that layer reads for each training row under the pretrained encoder."""
-
-    def __init__(self, c: float):
-        self.c = c
-
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        from sklearn.linear_model import LogisticRegression
-
-        parent, attr = output_layer(unwrap(model))
-        layer = getattr(parent, attr)
-        features, labels = [], []
-        hook = layer.register_forward_hook(lambda module, inputs, output: features.append(inputs[0].float().cpu()))
-        model.eval()
-        with torch.no_grad():
-            for batch in train_dataloader:
-                labels.append(batch.pop("labels").cpu())
-                model(**batch)
-        hook.remove()
-        model.train()
-        probe = LogisticRegression(C=self.c, max_iter=1000).fit(torch.cat(features).numpy(), torch.cat(labels).numpy())
-        weight, bias = probe.coef_, probe.intercept_
-        if weight.shape[0] == 1:  # binary: one score, split across the two logits
-            weight, bias = np.concatenate([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-        with torch.no_grad():
-            layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
-            layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
 
 
 def run_setfit(data: Path, size: str, seed: int, variant: str, out: Path) -> dict:
