@@ -15,7 +15,8 @@ LAYERS = [
     {"compare", "groupwise", "tune"},
     {"reports", "recipes", "recipes.full", "recipes.partial", "recipes.lora"},
     {"engine"},
-    {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "hub", "cards", "caching", "export"},
+    {"trainer", "outputs", "interrupts", "hardware", "controls", "strategies", "head_init", "hub", "cards", "caching",
+     "export"},
     {"modeling", "data", "streaming", "optim", "pooling", "inference", "forgetting", "schedule"},
     {"config", "metrics", "errors", "probes"},
 ]
