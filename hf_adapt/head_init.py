@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_adapt.caching import MODEL_INPUTS
 from hf_adapt.config import AdaptConfig
 from hf_adapt.data import column_array
 from hf_adapt.errors import HfAdaptError
@@ -81,8 +82,7 @@ def read_head_inputs(model: nn.Module, train: Any, tokenizer: Any) -> tuple[np.n
         with torch.no_grad():
             for start in range(0, len(train), PROBE_BATCH):
                 rows = train[start:start + PROBE_BATCH]
-                batch = tokenizer.pad({k: rows[k] for k in ("input_ids", "attention_mask", "token_type_ids")
-                                       if k in rows}, return_tensors="pt")
+                batch = tokenizer.pad({k: rows[k] for k in MODEL_INPUTS if k in rows}, return_tensors="pt")
                 model(**{k: v.to(device) for k, v in batch.items()})
     finally:
         hook.remove()
